@@ -1,0 +1,222 @@
+"""Simulated external providers: a card payment gateway and an email provider.
+
+They stand in for the third parties a real system calls (Stripe, SES), and behave like them where it
+matters for correctness:
+
+- **stateful**: every request and every effect is stored in a SQLite database on disk, so they survive
+  a crash of the service process that calls them;
+- **idempotent by key**: a request repeated with the same idempotency key returns the first answer and
+  has no second effect (a ``ctx.run`` cut off by a crash runs again, and must not charge twice);
+- **able to fail on documented test data** (see :data:`DECLINED_PREFIX` and friends).
+
+Each provider counts ``requests`` (calls received) and ``effects`` (money moved, mail sent) per key, so
+tests prove exactly-once effects by counting.
+
+The databases live in ``$PODIUM_DATA_DIR/providers`` (default ``.podium/providers``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+DECLINED_PREFIX = "declined-"
+"""Customers whose id starts with this have their card declined."""
+SLOW_PREFIX = "slow-"
+"""Customers whose id starts with this wait :data:`SLOW_SECONDS` for every charge (for crash tests)."""
+SLOW_SECONDS = 3.0
+BOUNCE_DOMAIN = "bounce.example.com"
+"""Mail to any address at this domain bounces."""
+
+
+def provider_dir() -> Path:
+    """Where provider databases live."""
+    return Path(os.environ.get("PODIUM_DATA_DIR", ".podium")) / "providers"
+
+
+class ProviderError(Exception):
+    """A provider refused a request for a reason that will not change on retry (declined, over-refund)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class _Store:
+    """An append-mostly SQLite store of idempotent requests, shared by processes on this machine."""
+
+    schema = """
+    create table if not exists requests (
+        key text primary key, kind text not null, response text not null, requests integer not null,
+        created real not null
+    );
+    create table if not exists effects (
+        id integer primary key autoincrement, key text not null, kind text not null, subject text not null,
+        amount_cents integer not null default 0, detail text not null, at real not null
+    );
+    """
+
+    def __init__(self, name: str, directory: Path | None = None) -> None:
+        self.path = (directory or provider_dir()) / f"{name}.db"
+        self._ready = False
+
+    def _create(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, timeout=30)
+        try:
+            db.executescript(self.schema)
+        finally:
+            db.close()
+        self._ready = True
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        if not self._ready:
+            self._create()
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            db.execute("pragma journal_mode=wal")
+            db.execute("pragma synchronous=full")
+            db.execute("begin immediate")
+            try:
+                yield db
+            except BaseException:
+                db.execute("rollback")
+                raise
+            db.execute("commit")
+        finally:
+            db.close()
+
+    def _replay(self, db: sqlite3.Connection, key: str) -> dict[str, Any] | None:
+        row = db.execute("select response from requests where key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        db.execute("update requests set requests = requests + 1 where key = ?", (key,))
+        answer: dict[str, Any] = json.loads(row[0])
+        return answer
+
+    def _remember(self, db: sqlite3.Connection, key: str, kind: str, response: dict[str, Any]) -> None:
+        db.execute(
+            "insert into requests (key, kind, response, requests, created) values (?, ?, ?, 1, ?)",
+            (key, kind, json.dumps(response), time.time()),
+        )
+
+    def _effect(
+        self, db: sqlite3.Connection, key: str, kind: str, subject: str, cents: int, detail: dict[str, Any]
+    ) -> None:
+        db.execute(
+            "insert into effects (key, kind, subject, amount_cents, detail, at) values (?, ?, ?, ?, ?, ?)",
+            (key, kind, subject, cents, json.dumps(detail), time.time()),
+        )
+
+    def requests(self, key: str) -> int:
+        """How many requests arrived with ``key`` (retries included)."""
+        with self._tx() as db:
+            row = db.execute("select requests from requests where key = ?", (key,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def effects(self, *, subject: str | None = None, kind: str | None = None) -> list[dict[str, Any]]:
+        """Effects that happened, oldest first, optionally for one subject or kind."""
+        query, args = "select key, kind, subject, amount_cents, detail from effects where 1=1", []
+        if subject is not None:
+            query += " and subject = ?"
+            args.append(subject)
+        if kind is not None:
+            query += " and kind = ?"
+            args.append(kind)
+        with self._tx() as db:
+            rows = db.execute(query + " order by id", args).fetchall()
+        return [
+            {"key": k, "kind": kd, "subject": s, "amountCents": c, **json.loads(d)} for k, kd, s, c, d in rows
+        ]
+
+
+class PaymentGateway(_Store):
+    """A card gateway: charges and refunds in cents, idempotent by key."""
+
+    def __init__(self, directory: Path | None = None) -> None:
+        super().__init__("payments", directory)
+
+    def charge(self, key: str, *, customer_id: str, amount_cents: int, description: str) -> dict[str, Any]:
+        """Charge a customer once per ``key``; raises :class:`ProviderError` (402) when declined."""
+        if customer_id.startswith(SLOW_PREFIX):
+            time.sleep(SLOW_SECONDS)
+        with self._tx() as db:
+            answer = self._replay(db, key)
+            if answer is None:
+                charge_id = f"ch_{uuid.uuid4().hex[:16]}"
+                if customer_id.startswith(DECLINED_PREFIX):
+                    answer = {"chargeId": charge_id, "status": "declined", "amountCents": amount_cents}
+                else:
+                    answer = {"chargeId": charge_id, "status": "succeeded", "amountCents": amount_cents}
+                    self._effect(db, key, "charge", charge_id, amount_cents, {"customerId": customer_id})
+                self._remember(db, key, "charge", answer)
+        if answer["status"] == "declined":
+            raise ProviderError(f"card declined for customer {customer_id}", 402)
+        return answer
+
+    def refund(self, key: str, *, charge_id: str, amount_cents: int) -> dict[str, Any]:
+        """Refund part or all of a charge once per ``key``; never more than was charged."""
+        with self._tx() as db:
+            answer = self._replay(db, key)
+            if answer is not None:
+                return answer
+            charged = db.execute(
+                "select coalesce(sum(amount_cents), 0) from effects where kind = 'charge' and subject = ?",
+                (charge_id,),
+            ).fetchone()[0]
+            refunded = db.execute(
+                "select coalesce(sum(amount_cents), 0) from effects where kind = 'refund' and subject = ?",
+                (charge_id,),
+            ).fetchone()[0]
+            if amount_cents > charged - refunded:
+                left = charged - refunded
+                raise ProviderError(
+                    f"refund of {amount_cents} cents exceeds {left} cents left on {charge_id}", 409
+                )
+            answer = {
+                "refundId": f"re_{uuid.uuid4().hex[:16]}",
+                "chargeId": charge_id,
+                "amountCents": amount_cents,
+            }
+            self._effect(db, key, "refund", charge_id, amount_cents, {})
+            self._remember(db, key, "refund", answer)
+        return answer
+
+    def balance_cents(self, charge_id: str) -> int:
+        """Charged minus refunded for one charge."""
+        total = 0
+        for effect in self.effects(subject=charge_id):
+            total += effect["amountCents"] if effect["kind"] == "charge" else -effect["amountCents"]
+        return total
+
+
+class MailProvider(_Store):
+    """An email provider: sends once per key; mail to :data:`BOUNCE_DOMAIN` bounces."""
+
+    def __init__(self, directory: Path | None = None) -> None:
+        super().__init__("mail", directory)
+
+    def send(self, key: str, *, to: str, subject: str, body: str) -> dict[str, Any]:
+        """Send a message once per ``key``; returns its id and ``delivered`` or ``bounced``."""
+        with self._tx() as db:
+            answer = self._replay(db, key)
+            if answer is None:
+                status = "bounced" if to.lower().endswith("@" + BOUNCE_DOMAIN) else "delivered"
+                answer = {"messageId": f"msg_{uuid.uuid4().hex[:16]}", "status": status}
+                if status == "delivered":
+                    self._effect(db, key, "mail", to, 0, {"subject": subject, "body": body})
+                self._remember(db, key, "mail", answer)
+        return answer
+
+    def outbox(self, to: str) -> list[dict[str, Any]]:
+        """Messages delivered to ``to``, oldest first."""
+        return self.effects(subject=to, kind="mail")

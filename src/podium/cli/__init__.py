@@ -1,0 +1,172 @@
+"""The ``podium`` command: ``up`` runs everything, ``invoke`` calls a handler, ``serve`` runs a deployment."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import tomllib
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import httpx
+import typer
+
+from podium.runtime import DeploymentProcess, Engine, EngineConfig, EngineError, load_app, serve_forever
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One deployment that ``podium up`` serves: a name, an ASGI app spec and a stable port."""
+
+    name: str
+    app: str
+    port: int
+
+
+def read_deployments(pyproject: Path) -> list[Deployment]:
+    """The ``[tool.podium] deployments`` table of ``pyproject``."""
+    if not pyproject.is_file():
+        raise typer.BadParameter(f"{pyproject} not found; run from the project root or pass --config")
+    data = tomllib.loads(pyproject.read_text())
+    entries = data.get("tool", {}).get("podium", {}).get("deployments", [])
+    if not entries:
+        raise typer.BadParameter(f"{pyproject} has no [tool.podium] deployments")
+    return [Deployment(name=e["name"], app=e["app"], port=int(e["port"])) for e in entries]
+
+
+@app.command()
+def up(
+    data_dir: Annotated[
+        Path, typer.Option(help="Engine data and logs; reuse it to resume workflows.")
+    ] = Path(".podium"),
+    ingress_port: Annotated[int, typer.Option(help="Ingress port (clients call handlers here).")] = 8080,
+    admin_port: Annotated[int, typer.Option(help="Admin API and web UI port.")] = 9070,
+    node_port: Annotated[int, typer.Option(help="Node port.")] = 5122,
+    config: Annotated[Path, typer.Option(help="pyproject.toml listing the deployments.")] = Path(
+        "pyproject.toml"
+    ),
+) -> None:
+    """Start the engine and every deployment, register them, and stay in the foreground until Ctrl-C."""
+    deployments = read_deployments(config)
+    engine_config = EngineConfig(
+        data_dir=data_dir, ingress_port=ingress_port, admin_port=admin_port, node_port=node_port
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    engine = Engine(engine_config)
+    processes: list[DeploymentProcess] = []
+    try:
+        typer.echo(f"starting restate-server (data in {data_dir}/restate-data) ...")
+        engine.start()
+        for deployment in deployments:
+            process = DeploymentProcess(
+                deployment.app,
+                port=deployment.port,
+                log_file=data_dir / "logs" / f"{deployment.name}.log",
+                env={"PODIUM_DATA_DIR": str(data_dir.resolve())},
+            )
+            processes.append(process)
+            process.start()
+            answer = engine.register(process.url)
+            names = ", ".join(sorted(s["name"] for s in answer.get("services", [])))
+            typer.echo(f"  {deployment.name:<12} {process.url}  {names}")
+        typer.echo(
+            "\nPodium is up.\n"
+            f"  ingress  {engine.ingress_url}   (try: podium invoke ...)\n"
+            f"  admin    {engine.admin_url}\n"
+            f"  web UI   {engine.admin_url}/ui/\n"
+            f"  logs     {data_dir / 'logs'}/\n"
+            "Ctrl-C stops everything; `podium up` again resumes in-flight workflows.",
+        )
+        while not stop.is_set():
+            if not engine.running():
+                raise EngineError(f"restate-server exited; see {engine.log_file}")
+            for process in processes:
+                if not process.running():
+                    raise EngineError(f"deployment {process.app_spec} exited; see {process.log_file}")
+            stop.wait(0.5)
+        typer.echo("stopping ...")
+    except EngineError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        for process in processes:
+            process.stop()
+        engine.stop()
+
+
+@app.command()
+def serve(
+    app_spec: Annotated[str, typer.Argument(help="The ASGI app, as package.module:attribute.")],
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 9080,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+) -> None:
+    """Serve one deployment in this process (``podium up`` runs one of these per deployment)."""
+    serve_forever(load_app(app_spec), host=host, port=port)
+
+
+def _target_path(target: str) -> str:
+    parts = target.strip("/").split("/")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise typer.BadParameter("target must be SERVICE/HANDLER or SERVICE/KEY/HANDLER", param_hint="TARGET")
+    return "/".join(quote(p, safe="") for p in parts)
+
+
+@app.command()
+def invoke(
+    target: Annotated[str, typer.Argument(help="SERVICE/HANDLER or SERVICE/KEY/HANDLER.")],
+    body: Annotated[str | None, typer.Argument(help="The JSON request body.")] = None,
+    send: Annotated[bool, typer.Option("--send", help="Fire and forget; prints the invocation id.")] = False,
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="Idempotency key (generated for --send when omitted).")
+    ] = None,
+    ingress: Annotated[str, typer.Option(help="Ingress URL.")] = "http://127.0.0.1:8080",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the response.")] = 600.0,
+) -> None:
+    """Call a handler through the ingress and print its response, or its error."""
+    payload: Any = None
+    if body is not None:
+        try:
+            payload = json.loads(body)
+        except json.JSONDecodeError as exc:
+            raise typer.BadParameter(f"not valid JSON: {exc}", param_hint="BODY") from None
+    url = f"{ingress.rstrip('/')}/{_target_path(target)}" + ("/send" if send else "")
+    headers = {"content-type": "application/json"}
+    if send and idempotency_key is None:
+        idempotency_key = str(uuid.uuid4())
+    if idempotency_key:
+        headers["idempotency-key"] = idempotency_key
+    content = b"" if body is None else json.dumps(payload).encode()
+    try:
+        response = httpx.post(url, content=content, headers=headers, timeout=timeout)
+    except httpx.HTTPError as exc:
+        typer.echo(f"error: cannot reach the ingress at {ingress}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    text = response.text
+    try:
+        shown = json.dumps(response.json(), indent=2)
+    except ValueError:
+        shown = text
+    if response.is_success:
+        if send and idempotency_key:
+            typer.echo(f"# idempotency-key: {idempotency_key}", err=True)
+        typer.echo(shown)
+        return
+    typer.echo(f"error {response.status_code}: {shown}", err=True)
+    raise typer.Exit(1)
+
+
+def main() -> None:
+    """Entry point of the ``podium`` script."""
+    app(prog_name="podium")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,44 @@
+"""Run the Restate engine and service deployments locally, with no Docker.
+
+- :class:`Engine` / :class:`EngineConfig`: a restate-server child process, tuned for a small machine.
+- :func:`register_deployment`: tell the engine where a deployment lives (admin API).
+- :func:`serve_forever`, :class:`ThreadedServer`, :class:`DeploymentProcess`: serve an ASGI app with
+  hypercorn in the process that holds the port.
+"""
+
+from podium.runtime._engine import (
+    ENGINE_BINARY_ENV,
+    Engine,
+    EngineConfig,
+    EngineError,
+    find_engine_binary,
+    register_deployment,
+)
+from podium.runtime._process import ChildProcess, wait_until
+from podium.runtime._serve import (
+    DeploymentProcess,
+    ThreadedServer,
+    free_port,
+    hypercorn_config,
+    load_app,
+    serve,
+    serve_forever,
+)
+
+__all__ = [
+    "ENGINE_BINARY_ENV",
+    "ChildProcess",
+    "DeploymentProcess",
+    "Engine",
+    "EngineConfig",
+    "EngineError",
+    "ThreadedServer",
+    "find_engine_binary",
+    "free_port",
+    "hypercorn_config",
+    "load_app",
+    "register_deployment",
+    "serve",
+    "serve_forever",
+    "wait_until",
+]
