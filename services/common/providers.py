@@ -30,7 +30,8 @@ from typing import Any
 DECLINED_PREFIX = "declined-"
 """Customers whose id starts with this have their card declined."""
 SLOW_PREFIX = "slow-"
-"""Customers whose id starts with this wait :data:`SLOW_SECONDS` for every charge (for crash tests)."""
+"""Charges for customers whose id starts with this answer :data:`SLOW_SECONDS` late: the money has moved
+but the caller has not heard yet (the window a crash test kills the caller in)."""
 SLOW_SECONDS = 3.0
 BOUNCE_DOMAIN = "bounce.example.com"
 """Mail to any address at this domain bounces."""
@@ -147,8 +148,6 @@ class PaymentGateway(_Store):
 
     def charge(self, key: str, *, customer_id: str, amount_cents: int, description: str) -> dict[str, Any]:
         """Charge a customer once per ``key``; raises :class:`ProviderError` (402) when declined."""
-        if customer_id.startswith(SLOW_PREFIX):
-            time.sleep(SLOW_SECONDS)
         with self._tx() as db:
             answer = self._replay(db, key)
             if answer is None:
@@ -159,6 +158,8 @@ class PaymentGateway(_Store):
                     answer = {"chargeId": charge_id, "status": "succeeded", "amountCents": amount_cents}
                     self._effect(db, key, "charge", charge_id, amount_cents, {"customerId": customer_id})
                 self._remember(db, key, "charge", answer)
+        if customer_id.startswith(SLOW_PREFIX):
+            time.sleep(SLOW_SECONDS)
         if answer["status"] == "declined":
             raise ProviderError(f"card declined for customer {customer_id}", 402)
         return answer

@@ -138,7 +138,8 @@ def invoke(
         except json.JSONDecodeError as exc:
             raise typer.BadParameter(f"not valid JSON: {exc}", param_hint="BODY") from None
     url = f"{ingress.rstrip('/')}/{_target_path(target)}" + ("/send" if send else "")
-    headers = {"content-type": "application/json"}
+    # Handlers without input refuse a content type, so one is sent only with a body.
+    headers = {} if body is None else {"content-type": "application/json"}
     if send and idempotency_key is None:
         idempotency_key = str(uuid.uuid4())
     if idempotency_key:

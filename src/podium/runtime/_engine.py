@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -104,8 +105,9 @@ def find_engine_binary(start: Path | None = None) -> Path:
     """Locate the real restate-server binary.
 
     Looks at ``$PODIUM_RESTATE_SERVER``, then at the platform package npm installs next to
-    ``@restatedev/restate-server`` in the nearest ``node_modules`` (not the Node wrapper in
-    ``node_modules/.bin``, whose signals would not reach the server), then on ``PATH``.
+    ``@restatedev/restate-server`` in the nearest ``node_modules`` above the working directory, this
+    package, or its virtualenv (not the Node wrapper in ``node_modules/.bin``, whose signals would not
+    reach the server), then on ``PATH``.
 
     Raises:
         EngineError: When none is found, with the command that installs one.
@@ -122,10 +124,13 @@ def find_engine_binary(start: Path | None = None) -> Path:
     )
     package = f"restate-server-{system}-{machine}"
     here = (start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        candidate = folder / "node_modules" / "@restatedev" / package / "bin" / "restate-server"
-        if candidate.is_file():
-            return candidate
+    # The working directory first, then the project this package (or its virtualenv) lives in.
+    roots = [here, Path(__file__).resolve(), Path(sys.prefix).resolve()]
+    for root in roots:
+        for folder in (root, *root.parents):
+            candidate = folder / "node_modules" / "@restatedev" / package / "bin" / "restate-server"
+            if candidate.is_file():
+                return candidate
     on_path = shutil.which("restate-server")
     if on_path and "node_modules/.bin" not in on_path:
         return Path(on_path)
@@ -243,29 +248,60 @@ class Engine:
 def register_deployment(admin_url: str, uri: str, *, force: bool | None = None) -> dict[str, Any]:
     """Register the deployment at ``uri`` through the admin API and return the engine's answer.
 
-    With ``force=None`` (the default) it first registers normally and, if the engine refuses because the
-    same endpoint now exposes different services or handlers, registers again with ``force`` so that a
-    changed deployment replaces the old one. ``force=False`` never overwrites.
+    The engine answers a repeated registration of a known URI with the services it already knows, even
+    when the deployment now exposes others. With ``force=None`` (the default) the deployment's own
+    manifest is therefore compared with the engine's answer, and a changed deployment is registered
+    again with ``force``, replacing the old schema. ``force=True`` always overwrites; ``force=False``
+    never does, and raises if the engine's view is stale.
 
     Raises:
-        EngineError: If the engine cannot be reached, or cannot reach or accept the deployment; the
-            message carries the engine's own explanation.
+        EngineError: If the engine cannot be reached, refuses the deployment (it cannot reach it, or the
+            change is incompatible), or keeps a stale view; the message carries the engine's reason.
     """
+    answer = _post_deployment(admin_url, uri, force=bool(force))
+    if force:
+        return answer
+    exposed = _manifest_services(uri)
+    if exposed is None or exposed == _answer_services(answer):
+        return answer
+    if force is False:
+        raise EngineError(
+            f"the engine keeps an old schema for {uri} ({sorted(_answer_services(answer))}), "
+            f"but it now exposes {sorted(exposed)}; register with force"
+        )
+    return _post_deployment(admin_url, uri, force=True)
+
+
+def _post_deployment(admin_url: str, uri: str, *, force: bool) -> dict[str, Any]:
     url = f"{admin_url.rstrip('/')}/deployments"
-    attempts = [False, True] if force is None else [force]
-    last: httpx.Response | None = None
-    for forced in attempts:
-        try:
-            last = httpx.post(url, json={"uri": uri, "force": forced}, timeout=30.0)
-        except httpx.HTTPError as exc:
-            raise EngineError(f"cannot reach the engine's admin API at {admin_url}: {exc}") from exc
-        if last.is_success:
-            body: dict[str, Any] = last.json()
-            return body
-        if last.status_code != 409:
-            break
-    assert last is not None
-    raise EngineError(f"the engine refused deployment {uri} ({last.status_code}): {_error_text(last)}")
+    try:
+        response = httpx.post(url, json={"uri": uri, "force": force}, timeout=30.0)
+    except httpx.HTTPError as exc:
+        raise EngineError(f"cannot reach the engine's admin API at {admin_url}: {exc}") from exc
+    if not response.is_success:
+        raise EngineError(
+            f"the engine refused deployment {uri} ({response.status_code}): {_error_text(response)}"
+        )
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def _manifest_services(uri: str) -> dict[str, set[str]] | None:
+    """Services and handler names the deployment itself announces (None if it cannot be asked)."""
+    try:
+        response = httpx.get(
+            f"{uri.rstrip('/')}/discover",
+            headers={"accept": "application/vnd.restate.endpointmanifest.v3+json"},
+            timeout=10.0,
+        )
+        manifest = response.json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    return {s["name"]: {h["name"] for h in s.get("handlers", [])} for s in manifest.get("services", [])}
+
+
+def _answer_services(answer: dict[str, Any]) -> dict[str, set[str]]:
+    return {s["name"]: {h["name"] for h in s.get("handlers", [])} for s in answer.get("services", [])}
 
 
 def _error_text(response: httpx.Response) -> str:

@@ -58,9 +58,27 @@ def hypercorn_config(host: str, port: int) -> Config:
     return config
 
 
+def with_lifespan(app: AsgiApp) -> AsgiApp:
+    """Answer ASGI lifespan events, which restate-sdk's app refuses (hypercorn then logs a warning)."""
+
+    async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await app(scope, receive, send)
+            return
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    return wrapped
+
+
 async def serve(app: AsgiApp, *, host: str, port: int, shutdown: asyncio.Event) -> None:
     """Serve ``app`` until ``shutdown`` is set."""
-    await hypercorn_serve(app, hypercorn_config(host, port), shutdown_trigger=shutdown.wait)
+    await hypercorn_serve(with_lifespan(app), hypercorn_config(host, port), shutdown_trigger=shutdown.wait)
 
 
 def serve_forever(app: AsgiApp, *, host: str = "127.0.0.1", port: int) -> None:
