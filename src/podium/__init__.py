@@ -1,9 +1,45 @@
 """Podium: durable orchestration for Python microservices on Restate.
 
 Import everything from here; modules with a leading underscore are private.
+
+- Services: :class:`Service`, :class:`VirtualObject`, :class:`Workflow` (validated input, finite retries),
+  :class:`Model` (camelCase JSON).
+- Sagas: :class:`Saga` with strategies, pivot, deadline and dead letters.
+- Concurrency: :func:`fan_out`, :func:`fan_out_fail`, :func:`map_concurrent`, :func:`process_batch`,
+  :func:`race`, :func:`with_timeout`.
+- People: :func:`race_promise_with_timeout`, :func:`wait_for_approval`, :func:`add_approval_handlers`.
+- Status: :class:`StatusTracker`, :func:`read_status`.
+- Clients: :func:`call`, :func:`send` inside handlers; :class:`IngressClient` outside.
 """
 
+from podium._clients import IngressClient, IngressError, Invocation, call, send
+from podium._concurrency import (
+    BatchError,
+    BatchResult,
+    CompletionPolicy,
+    FanOutError,
+    FanOutResult,
+    Outcome,
+    OutcomeStatus,
+    RaceError,
+    RaceResult,
+    Timed,
+    fan_out,
+    fan_out_fail,
+    map_concurrent,
+    process_batch,
+    race,
+    with_timeout,
+)
 from podium._errors import InvalidInput, TerminalError
+from podium._human import (
+    ApprovalOutcome,
+    ApprovalResult,
+    Decision,
+    add_approval_handlers,
+    race_promise_with_timeout,
+    wait_for_approval,
+)
 from podium._model import Model
 from podium._saga import (
     BEST_EFFORT,
@@ -13,18 +49,22 @@ from podium._saga import (
     Backoff,
     CompensationFailed,
     DeadLetter,
+    ManualInterventionNeeded,
     Saga,
     SagaCompensated,
     SagaError,
     SagaLog,
     SagaStatus,
+    SagaTimeout,
     Scope,
+    StepBuilder,
     StepRecord,
     StepStatus,
     Strategy,
     read_saga_log,
 )
 from podium._services import DEFAULT_RETRY, RetryPolicy, Service, VirtualObject, Workflow
+from podium._status import PhaseChange, Status, StatusTracker, read_status
 
 __all__ = [
     "BEST_EFFORT",
@@ -32,24 +72,58 @@ __all__ = [
     "COMPENSATE_COMPLETED",
     "DEFAULT_RETRY",
     "PARALLEL",
+    "ApprovalOutcome",
+    "ApprovalResult",
     "Backoff",
+    "BatchError",
+    "BatchResult",
     "CompensationFailed",
+    "CompletionPolicy",
     "DeadLetter",
+    "Decision",
+    "FanOutError",
+    "FanOutResult",
+    "IngressClient",
+    "IngressError",
     "InvalidInput",
+    "Invocation",
+    "ManualInterventionNeeded",
     "Model",
+    "Outcome",
+    "OutcomeStatus",
+    "PhaseChange",
+    "RaceError",
+    "RaceResult",
     "RetryPolicy",
     "Saga",
     "SagaCompensated",
     "SagaError",
     "SagaLog",
     "SagaStatus",
+    "SagaTimeout",
     "Scope",
     "Service",
+    "Status",
+    "StatusTracker",
+    "StepBuilder",
     "StepRecord",
     "StepStatus",
     "Strategy",
     "TerminalError",
+    "Timed",
     "VirtualObject",
     "Workflow",
+    "add_approval_handlers",
+    "call",
+    "fan_out",
+    "fan_out_fail",
+    "map_concurrent",
+    "process_batch",
+    "race",
+    "race_promise_with_timeout",
     "read_saga_log",
+    "read_status",
+    "send",
+    "wait_for_approval",
+    "with_timeout",
 ]

@@ -32,7 +32,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-from restate import Context, TerminalError
+from restate import Context, RestateDurableCallFuture, RestateDurableFuture, TerminalError, wait_completed
 
 from podium._model import Model
 
@@ -86,6 +86,8 @@ class Strategy:
     there and leaving the earlier steps uncompensated for a person to inspect."""
     retry: Backoff = field(default_factory=Backoff)
     """Retries of each compensation."""
+    forward_retry: Backoff = field(default_factory=lambda: Backoff(max_attempts=10))
+    """Retries of a step that fails after the pivot (forward recovery), before a person is needed."""
 
 
 COMPENSATE_ALL = Strategy()
@@ -125,6 +127,8 @@ class SagaStatus(enum.StrEnum):
     """Failed, and every compensation ran: nothing is held."""
     FAILED = "failed"
     """Failed, and some compensation is a dead letter: a person must act."""
+    NEEDS_ATTENTION = "needs_attention"
+    """Failed after the pivot; forward recovery gave up: a person must finish it."""
 
 
 class StepRecord(Model):
@@ -142,6 +146,10 @@ class StepRecord(Model):
     """The action's error, or the last compensation error."""
     compensation_attempts: int = 0
     """How many times its compensation was tried."""
+    attempts: int = 0
+    """How many times the action was tried (more than one only in forward recovery)."""
+    pivot: bool = False
+    """Whether this step is the point of no return."""
 
 
 class DeadLetter(Model):
@@ -167,6 +175,8 @@ class SagaLog(Model):
     steps: list[StepRecord] = []
     failure: str | None = None
     """Why the saga failed (the first terminal error)."""
+    pivot: str | None = None
+    """The pivot step, once it has succeeded: from then on failures are recovered forward."""
     dead_letters: list[DeadLetter] = []
 
 
@@ -187,12 +197,49 @@ class CompensationFailed(SagaError):
     """A step failed and at least one compensation kept failing; ``log.dead_letters`` says which."""
 
 
+class ManualInterventionNeeded(SagaError):
+    """After the pivot a step kept failing; forward recovery gave up and a person must finish it."""
+
+
+class SagaTimeout(TerminalError):
+    """The saga's deadline passed while a step ran (status 408); the saga then compensates."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status_code=408)
+
+
 @dataclass
 class _Step(Generic[T]):
     name: str
     action: Action[T]
     compensate: Compensation | None
     payload: Any
+    pivot: bool = False
+
+
+class StepBuilder(Generic[T]):
+    """The seed's ``SafeStep(...).WithCompensation(...).Execute(...)``, made durable.
+
+    ``saga.safe_step("reserve").with_compensation(undo, payload=ids).execute(action)`` is the same as
+    ``saga.step("reserve", action, compensate=undo, payload=ids)``: the compensation is recorded before
+    the action starts.
+    """
+
+    def __init__(self, saga: Saga, name: str) -> None:
+        self._saga = saga
+        self._name = name
+        self._compensate: Compensation | None = None
+        self._payload: Any = None
+
+    def with_compensation(self, compensate: Compensation, *, payload: Any = None) -> StepBuilder[T]:
+        """Set the undo (and what it needs, for the log and dead letters)."""
+        self._compensate = compensate
+        self._payload = payload
+        return self
+
+    async def execute(self, action: Action[T]) -> T:
+        """Record the compensation, then run ``action`` and return its result."""
+        return await self._saga.step(self._name, action, compensate=self._compensate, payload=self._payload)
 
 
 class Saga:
@@ -204,15 +251,32 @@ class Saga:
             with a plain service context it lives in the journal only.
         name: The saga's name, unique within the handler's key.
         strategy: How to roll back (default :data:`COMPENSATE_ALL`).
+        timeout: A deadline for the steps (a durable timer started on entering the ``async with``). A
+            step still running when it passes is cancelled (if it is a call) and the saga compensates
+            with :class:`SagaTimeout` as the cause. Steps must return durable futures to be timed.
     """
 
-    def __init__(self, ctx: Context, name: str, *, strategy: Strategy = COMPENSATE_ALL) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        name: str,
+        *,
+        strategy: Strategy = COMPENSATE_ALL,
+        timeout: timedelta | None = None,
+    ) -> None:
         self.ctx = ctx
         self.name = name
         self.strategy = strategy
+        self.timeout = timeout
         self.log = SagaLog(name=name)
         self._compensations: dict[str, Compensation] = {}
         self._stateful = hasattr(ctx, "set")
+        self._deadline: RestateDurableFuture[None] | None = None
+
+    @property
+    def past_pivot(self) -> bool:
+        """Whether the pivot step has succeeded (failures are now recovered forward)."""
+        return self.log.pivot is not None
 
     # -- running steps ---------------------------------------------------------------------------------
 
@@ -227,6 +291,10 @@ class Saga:
         """Describe a step without running it, for :meth:`parallel`."""
         return _Step(name, action, compensate, payload)
 
+    def safe_step(self, name: str) -> StepBuilder[Any]:
+        """Start a step in the builder form (see :class:`StepBuilder`)."""
+        return StepBuilder(self, name)
+
     async def step(
         self,
         name: str,
@@ -240,6 +308,7 @@ class Saga:
         Args:
             name: Unique step name (shown in the log).
             action: Starts the work: returns a call future, a ``ctx.run_typed`` future, or a coroutine.
+                After the pivot it may be called again (forward recovery), so it must be idempotent.
             compensate: Undoes the work; must be idempotent and succeed when there is nothing to undo.
             payload: JSON-serialisable data recorded with the step (ids to undo), for the log and dead
                 letters.
@@ -250,21 +319,39 @@ class Saga:
         (result,) = await self.parallel(self.define(name, action, compensate=compensate, payload=payload))
         return result  # type: ignore[no-any-return]  # parallel() erases per-step types
 
+    async def pivot(self, name: str, action: Action[T], *, payload: Any = None) -> T:
+        """Run the point-of-no-return step. Before it succeeds, failures compensate; after, they don't.
+
+        Later steps that fail are retried with ``strategy.forward_retry``; if they still fail the saga
+        ends with :class:`ManualInterventionNeeded` and the log says ``needs_attention``.
+        """
+        step = _Step(name, action, None, payload, pivot=True)
+        (result,) = await self.parallel(step)
+        self.log.pivot = name
+        self._save()
+        return result  # type: ignore[no-any-return]
+
     async def parallel(self, *steps: _Step[Any]) -> list[Any]:
         """Run independent steps at once: register every compensation, start every action, await all.
 
         Results come back in the order of ``steps``. Every action is awaited even when one fails, so the
-        log knows which completed; then the first failure is raised.
+        log knows which completed; then the first failure is raised. After the pivot, a failing action
+        is retried instead (forward recovery).
         """
         records = [self._register(s) for s in steps]
         self._save()
         started = [s.action() for s in steps]
+        for record in records:
+            record.attempts = 1
         results: list[Any] = []
         first_error: TerminalError | None = None
-        for record, awaitable in zip(records, started, strict=True):
+        for step, record, awaitable in zip(steps, records, started, strict=True):
             try:
-                results.append(await awaitable)
+                results.append(await self._await(record, awaitable))
             except TerminalError as exc:
+                if self.past_pivot and not isinstance(exc, SagaTimeout):
+                    results.append(await self._recover_forward(step, record, exc))
+                    continue
                 record.status = StepStatus.FAILED
                 record.error = exc.message
                 results.append(None)
@@ -276,11 +363,44 @@ class Saga:
             raise first_error
         return results
 
+    async def _await(self, record: StepRecord, awaitable: Awaitable[Any]) -> Any:
+        """Await a step's action, against the saga's deadline when there is one."""
+        if self._deadline is None or not isinstance(awaitable, RestateDurableFuture):
+            return await awaitable
+        done, _ = await wait_completed(awaitable, self._deadline)
+        if any(f is awaitable for f in done):
+            return await awaitable
+        if isinstance(awaitable, RestateDurableCallFuture):
+            await awaitable.cancel_invocation()
+        raise SagaTimeout(f"{self.name} timed out after {self.timeout} during {record.name}")
+
+    async def _recover_forward(self, step: _Step[Any], record: StepRecord, error: TerminalError) -> Any:
+        backoff = self.strategy.forward_retry
+        while record.attempts < backoff.max_attempts:
+            record.error = error.message
+            self._save()
+            await self.ctx.sleep(backoff.delay(record.attempts), name=f"retry {record.name}")
+            record.attempts += 1
+            try:
+                result = await step.action()
+            except TerminalError as exc:
+                error = exc
+                continue
+            record.status = StepStatus.COMPLETED
+            record.error = None
+            return result
+        record.status = StepStatus.FAILED
+        record.error = error.message
+        raise error
+
     def _register(self, step: _Step[Any]) -> StepRecord:
         if any(r.name == step.name for r in self.log.steps):
             raise ValueError(f"saga {self.name!r} already has a step named {step.name!r}")
         record = StepRecord(
-            name=step.name, payload=step.payload, has_compensation=step.compensate is not None
+            name=step.name,
+            payload=step.payload,
+            has_compensation=step.compensate is not None,
+            pivot=step.pivot,
         )
         self.log.steps.append(record)
         if step.compensate is not None:
@@ -294,6 +414,8 @@ class Saga:
     # -- ending ----------------------------------------------------------------------------------------
 
     async def __aenter__(self) -> Saga:
+        if self.timeout is not None:
+            self._deadline = self.ctx.sleep(self.timeout, name=f"{self.name} deadline")
         self._save()
         return self
 
@@ -304,10 +426,22 @@ class Saga:
             self.log.status = SagaStatus.COMPLETED
             self._save()
             return
-        if isinstance(exc, TerminalError) and not isinstance(exc, SagaError):
-            raise await self.compensate(exc) from exc
-        # Anything else (a bug, or the SDK suspending the invocation) is retried by the engine, which
-        # replays the journal: nothing to undo here.
+        if not isinstance(exc, TerminalError) or isinstance(exc, SagaError):
+            # Anything else (a bug, or the SDK suspending the invocation) is retried by the engine, which
+            # replays the journal: nothing to undo here.
+            return
+        if self.past_pivot:
+            self.log.status = SagaStatus.NEEDS_ATTENTION
+            self.log.failure = exc.message
+            self._save()
+            raise ManualInterventionNeeded(
+                f"{self.name} failed after its point of no return ({self.log.pivot}): {exc.message}; "
+                "forward recovery gave up, a person must finish it",
+                log=self.log,
+                cause=exc,
+                status_code=500,
+            ) from exc
+        raise await self.compensate(exc) from exc
 
     async def compensate(self, cause: TerminalError) -> SagaError:
         """Roll back now (normally called by ``async with``) and return the error describing the end."""

@@ -1,0 +1,109 @@
+"""Waiting for people: durable promises and approvals with deadlines that survive restarts.
+
+A workflow waits on a named durable promise; a shared handler of the same workflow resolves it (a web
+form, an operator's curl). The deadline is a durable timer held by the engine, so a restart of the
+service or the engine neither loses the wait nor resets the clock.
+
+Example::
+
+    claims = Workflow("ClaimSaga")
+    add_approval_handlers(claims)               # POST /ClaimSaga/{id}/Approve and /Reject
+
+    @claims.main("Run")
+    async def run(ctx: WorkflowContext, claim: Claim) -> ClaimResult:
+        result = await wait_for_approval(ctx, timeout=timedelta(days=30))
+        if result.outcome is ApprovalOutcome.TIMED_OUT: ...
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import timedelta
+from typing import TypeVar
+
+from restate import TerminalError, WorkflowContext, WorkflowSharedContext
+
+from podium._concurrency import Timed, with_timeout
+from podium._model import Model
+from podium._services import Workflow
+
+T = TypeVar("T")
+
+
+async def race_promise_with_timeout(
+    ctx: WorkflowContext, name: str, timeout: timedelta, type_hint: type[T]
+) -> Timed[T]:
+    """Wait for the workflow's durable promise ``name`` at most ``timeout``.
+
+    Raises:
+        TerminalError: If the promise was rejected before the deadline.
+    """
+    promise = ctx.promise(name, type_hint=type_hint)
+    return await with_timeout(ctx, promise.value(), timeout, cancel=False)
+
+
+class Decision(Model):
+    """A person's answer to an approval request (the seed's ``Approval``)."""
+
+    approved: bool = True
+    by: str | None = None
+    """Who decided."""
+    comment: str | None = None
+
+
+class ApprovalOutcome(enum.StrEnum):
+    """How an approval ended."""
+
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    TIMED_OUT = "timed_out"
+
+
+class ApprovalResult(Model):
+    """The outcome, and the decision when there was one."""
+
+    outcome: ApprovalOutcome
+    decision: Decision | None = None
+
+
+async def wait_for_approval(
+    ctx: WorkflowContext, *, timeout: timedelta, name: str = "approval"
+) -> ApprovalResult:
+    """Wait for approve or reject on promise ``name`` until ``timeout`` (see :func:`add_approval_handlers`)."""
+    timed = await race_promise_with_timeout(ctx, name, timeout, dict)
+    if timed.timed_out or timed.value is None:
+        return ApprovalResult(outcome=ApprovalOutcome.TIMED_OUT)
+    decision = Decision.model_validate(timed.value)
+    outcome = ApprovalOutcome.APPROVED if decision.approved else ApprovalOutcome.REJECTED
+    return ApprovalResult(outcome=outcome, decision=decision)
+
+
+def add_approval_handlers(
+    workflow: Workflow, *, name: str = "approval", approve: str = "Approve", reject: str = "Reject"
+) -> None:
+    """Add shared handlers that decide the approval ``name`` of ``workflow``.
+
+    ``approve`` takes a :class:`Decision` (``approved`` defaults to true, so ``{}`` approves and the
+    seed's ``{"approved": false}`` rejects); ``reject`` always rejects. A second decision is refused
+    with 409, naming the first.
+    """
+
+    async def decide(ctx: WorkflowSharedContext, decision: Decision) -> ApprovalResult:
+        promise = ctx.promise(name, type_hint=dict)
+        earlier = await promise.peek()
+        if earlier is not None:
+            first = Decision.model_validate(earlier)
+            verdict = "approved" if first.approved else "rejected"
+            raise TerminalError(f"{name} of {ctx.key()} was already decided: {verdict}", 409)
+        await promise.resolve(decision.model_dump(mode="json"))
+        outcome = ApprovalOutcome.APPROVED if decision.approved else ApprovalOutcome.REJECTED
+        return ApprovalResult(outcome=outcome, decision=decision)
+
+    async def approve_handler(ctx: WorkflowSharedContext, decision: Decision) -> ApprovalResult:
+        return await decide(ctx, decision)
+
+    async def reject_handler(ctx: WorkflowSharedContext, decision: Decision) -> ApprovalResult:
+        return await decide(ctx, decision.model_copy(update={"approved": False}))
+
+    workflow.handler(approve)(approve_handler)
+    workflow.handler(reject)(reject_handler)
