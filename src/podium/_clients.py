@@ -1,8 +1,9 @@
 """Typed calls by handler reference, inside handlers and from outside.
 
-Inside handlers use :func:`call` and :func:`send`; outside, :class:`IngressClient`. Handlers are named by the function, never by strings: the service, the handler name on the wire, and
-the JSON codecs all come from the handler's registration, so a renamed handler or a wrong argument type
-is caught by the type checker. Idempotency keys are honoured everywhere (the engine deduplicates a
+Inside handlers use :func:`call` and :func:`send`; outside, :class:`IngressClient`. Handlers are named
+by the function, never by strings: the service, the handler name on the wire, and the JSON codecs all
+come from the handler's registration, so a renamed handler or a wrong argument type is caught by the
+type checker. Idempotency keys are honoured everywhere (the engine deduplicates a
 repeated call or send with the same key), and sends can be delayed.
 """
 

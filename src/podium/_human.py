@@ -69,7 +69,7 @@ class ApprovalResult(Model):
 async def wait_for_approval(
     ctx: WorkflowContext, *, timeout: timedelta, name: str = "approval"
 ) -> ApprovalResult:
-    """Wait for approve or reject on promise ``name`` until ``timeout`` (see :func:`add_approval_handlers`)."""
+    """Wait for approve or reject on promise ``name`` until ``timeout``; see :func:`add_approval_handlers`."""
     timed = await race_promise_with_timeout(ctx, name, timeout, dict)
     if timed.timed_out or timed.value is None:
         return ApprovalResult(outcome=ApprovalOutcome.TIMED_OUT)
