@@ -98,13 +98,13 @@ worker = Service("LabWorker")
 
 @worker.handler("Work")
 async def work(ctx: Context, item: WorkItem) -> WorkResult:
-    started = await ctx.time()
-    if item.delay_ms:
-        try:
+    try:  # a cancellation surfaces at whichever await comes next
+        started = await ctx.time()
+        if item.delay_ms:
             await ctx.sleep(timedelta(milliseconds=item.delay_ms))
-        except TerminalError:
-            send(ctx, mark, f"cancelled:{item.id}", key=item.tracker)
-            raise
+    except TerminalError:
+        send(ctx, mark, f"cancelled:{item.id}", key=item.tracker)
+        raise
     if item.fail:
         raise TerminalError(f"item {item.id} failed", 422)
     return WorkResult(id=item.id, started_at=started, ended_at=await ctx.time())
@@ -254,6 +254,11 @@ async def _counts(ctx: ObjectContext | ObjectSharedContext) -> EffectCounts:
     return EffectCounts() if raw is None else EffectCounts.model_validate(raw)
 
 
+def _block(seconds: float) -> None:
+    """A side effect that takes a while: the window a crash test kills the process in."""
+    time.sleep(seconds)
+
+
 async def _effect(ctx: ObjectContext, req: EffectRequest, kind: Literal["action", "undo"]) -> EffectCounts:
     counts = await _counts(ctx)
     attempts = counts.action_attempts + 1 if kind == "action" else counts.undo_attempts + 1
@@ -267,7 +272,7 @@ async def _effect(ctx: ObjectContext, req: EffectRequest, kind: Literal["action"
         raise TerminalError(f"{kind} of {step} failed (attempt {attempts})", 503)
     if req.slow_ms:
         send(ctx, mark, f"{kind}-started:{step}", key=req.run)
-        await ctx.run_typed("slow", time.sleep, RunOptions[None](max_attempts=3), req.slow_ms / 1000)
+        await ctx.run_typed("slow", _block, RunOptions[None](max_attempts=3), req.slow_ms / 1000)
     if kind == "action":
         counts.actions += 1
     else:
@@ -423,6 +428,27 @@ async def run_approval(ctx: WorkflowContext, req: ApprovalRequest) -> ApprovalRe
 @approvals.handler("Status")
 async def approval_status(ctx: WorkflowSharedContext) -> Status:
     return await read_status(ctx) or Status.empty()
+
+
+# -- awakeables -------------------------------------------------------------------------------------------
+
+
+class AwakeRequest(Model):
+    tracker: str
+    timeout_ms: int = Field(gt=0)
+
+
+class AwakeReport(Model):
+    timed_out: bool
+    value: str | None = None
+
+
+@patterns.handler("WaitAwakeable")
+async def wait_awakeable(ctx: Context, req: AwakeRequest) -> AwakeReport:
+    awakeable_id, future = ctx.awakeable(type_hint=str)
+    send(ctx, mark, f"awakeable:{awakeable_id}", key=req.tracker)
+    timed = await with_timeout(ctx, future, timedelta(milliseconds=req.timeout_ms))
+    return AwakeReport(timed_out=timed.timed_out, value=timed.value)
 
 
 SERVICES = [tracker, worker, patterns, effects, sagas, approvals]

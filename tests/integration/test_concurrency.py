@@ -34,10 +34,10 @@ def cancelled(env: PodiumEnv, tracker: str) -> set[str]:
     }
 
 
-def test_fan_out_returns_results_in_input_order_whatever_the_completion_order(podium_env: PodiumEnv) -> None:
+def test_fan_out_returns_results_in_input_order_whatever_the_completion_order(lab: PodiumEnv) -> None:
     delays = [600, 400, 200, 0, 300, 100]
     random.Random(7).shuffle(delays)
-    summary = podium_env.call("/LabPatterns/FanOut", {"items": items(delays, fail={2})})
+    summary = lab.call("/LabPatterns/FanOut", {"items": items(delays, fail={2})})
     assert [r["id"] if r else None for r in summary["results"]] == ["i0", "i1", None, "i3", "i4", "i5"]
     assert summary["errors"][2] == "item i2 failed"
     assert summary["errors"].count(None) == 5
@@ -46,44 +46,42 @@ def test_fan_out_returns_results_in_input_order_whatever_the_completion_order(po
     assert sorted(ended, key=ended.get) != [r for r in ended]  # they did finish in another order
 
 
-def test_fan_out_fail_cancels_the_pending_calls_on_the_first_failure(podium_env: PodiumEnv) -> None:
+def test_fan_out_fail_cancels_the_pending_calls_on_the_first_failure(lab: PodiumEnv) -> None:
     tracker = new_key("tracker")
-    summary = podium_env.call(
+    summary = lab.call(
         "/LabPatterns/FanOutFail", {"items": items([0, 50, 30_000, 30_000], fail={1}, tracker=tracker)}
     )
     assert summary["statuses"] == ["succeeded", "failed", "cancelled", "cancelled"]
     assert "item i1 failed" in summary["error"]
-    assert_eventually(
-        lambda: cancelled(podium_env, tracker) == {"i2", "i3"}, message="the losers to be cancelled"
-    )
+    assert_eventually(lambda: cancelled(lab, tracker) == {"i2", "i3"}, message="the losers to be cancelled")
 
 
-def test_fan_out_fail_returns_every_value_in_order_when_all_succeed(podium_env: PodiumEnv) -> None:
-    summary = podium_env.call("/LabPatterns/FanOutFail", {"items": items([300, 0, 150])})
+def test_fan_out_fail_returns_every_value_in_order_when_all_succeed(lab: PodiumEnv) -> None:
+    summary = lab.call("/LabPatterns/FanOutFail", {"items": items([300, 0, 150])})
     assert [r["id"] for r in summary["results"]] == ["i0", "i1", "i2"]
     assert summary["error"] is None
 
 
-def test_batch_never_exceeds_the_cap_and_keeps_input_order(podium_env: PodiumEnv) -> None:
+def test_batch_never_exceeds_the_cap_and_keeps_input_order(lab: PodiumEnv) -> None:
     delays = [random.Random(n).randint(50, 400) for n in range(12)]
-    summary = podium_env.call("/LabPatterns/Batch", {"items": items(delays), "maxConcurrency": 3})
+    summary = lab.call("/LabPatterns/Batch", {"items": items(delays), "maxConcurrency": 3})
     results = summary["results"]
     assert [r["id"] for r in results] == [f"i{n}" for n in range(12)]
     assert summary["maxInFlight"] == 3
     assert max_overlap(results) <= 3
 
 
-def test_batch_is_a_sliding_window_not_fixed_chunks(podium_env: PodiumEnv) -> None:
+def test_batch_is_a_sliding_window_not_fixed_chunks(lab: PodiumEnv) -> None:
     # With chunks of two, item 2 would wait for the slow item 0; a window starts it when item 1 ends.
-    summary = podium_env.call("/LabPatterns/Batch", {"items": items([2000, 50, 50, 50]), "maxConcurrency": 2})
+    summary = lab.call("/LabPatterns/Batch", {"items": items([2000, 50, 50, 50]), "maxConcurrency": 2})
     first, _, third, fourth = summary["results"]
     assert third["startedAt"] < first["endedAt"]
     assert fourth["startedAt"] < first["endedAt"]
 
 
-def test_batch_policy_max_failures_stops_and_cancels(podium_env: PodiumEnv) -> None:
+def test_batch_policy_max_failures_stops_and_cancels(lab: PodiumEnv) -> None:
     tracker = new_key("tracker")
-    summary = podium_env.call(
+    summary = lab.call(
         "/LabPatterns/Batch",
         {
             "items": items([0, 30_000, 0, 0, 0], fail={0}, tracker=tracker),
@@ -93,11 +91,11 @@ def test_batch_policy_max_failures_stops_and_cancels(podium_env: PodiumEnv) -> N
     )
     assert summary["statuses"] == ["failed", "cancelled", "not_started", "not_started", "not_started"]
     assert "batch failed after 1 failures" in summary["error"]
-    assert_eventually(lambda: cancelled(podium_env, tracker) == {"i1"})
+    assert_eventually(lambda: cancelled(lab, tracker) == {"i1"})
 
 
-def test_batch_policy_min_successes_finishes_early(podium_env: PodiumEnv) -> None:
-    summary = podium_env.call(
+def test_batch_policy_min_successes_finishes_early(lab: PodiumEnv) -> None:
+    summary = lab.call(
         "/LabPatterns/Batch",
         {"items": items([0, 0, 30_000, 30_000, 30_000]), "maxConcurrency": 3, "minSuccesses": 2},
     )
@@ -109,8 +107,8 @@ def test_batch_policy_min_successes_finishes_early(podium_env: PodiumEnv) -> Non
     assert statuses[4] == "not_started"
 
 
-def test_batch_tolerates_failures_under_the_limit(podium_env: PodiumEnv) -> None:
-    summary = podium_env.call(
+def test_batch_tolerates_failures_under_the_limit(lab: PodiumEnv) -> None:
+    summary = lab.call(
         "/LabPatterns/Batch",
         {"items": items([0, 0, 0, 0], fail={1, 3}), "maxConcurrency": 2, "maxFailures": 2},
     )
@@ -118,22 +116,22 @@ def test_batch_tolerates_failures_under_the_limit(podium_env: PodiumEnv) -> None
     assert summary["statuses"] == ["succeeded", "failed", "succeeded", "failed"]
 
 
-def test_race_first_success_wins_and_losers_are_cancelled(podium_env: PodiumEnv) -> None:
+def test_race_first_success_wins_and_losers_are_cancelled(lab: PodiumEnv) -> None:
     tracker = new_key("tracker")
-    summary = podium_env.call("/LabPatterns/Race", {"items": items([30_000, 0, 30_000], tracker=tracker)})
+    summary = lab.call("/LabPatterns/Race", {"items": items([30_000, 0, 30_000], tracker=tracker)})
     assert summary["index"] == 1
     assert summary["value"]["id"] == "i1"
     assert summary["cancelled"] == [0, 2]
-    assert_eventually(lambda: cancelled(podium_env, tracker) == {"i0", "i2"})
+    assert_eventually(lambda: cancelled(lab, tracker) == {"i0", "i2"})
 
 
-def test_race_ignores_failures_while_another_can_win(podium_env: PodiumEnv) -> None:
-    summary = podium_env.call("/LabPatterns/Race", {"items": items([0, 300], fail={0})})
+def test_race_ignores_failures_while_another_can_win(lab: PodiumEnv) -> None:
+    summary = lab.call("/LabPatterns/Race", {"items": items([0, 300], fail={0})})
     assert summary["index"] == 1
 
 
-def test_race_all_failed_carries_every_cause(podium_env: PodiumEnv) -> None:
-    response = podium_env.post("/LabPatterns/Race", {"items": items([0, 100], fail={0, 1})})
+def test_race_all_failed_carries_every_cause(lab: PodiumEnv) -> None:
+    response = lab.post("/LabPatterns/Race", {"items": items([0, 100], fail={0, 1})})
     assert response.status_code == 502
     message = response.json()["message"]
     assert "every contender failed" in message
@@ -141,15 +139,15 @@ def test_race_all_failed_carries_every_cause(podium_env: PodiumEnv) -> None:
     assert "item i1 failed" in message
 
 
-def test_with_timeout_gives_the_value_in_time(podium_env: PodiumEnv) -> None:
-    summary = podium_env.call("/LabPatterns/Timeout", {"item": items([0])[0], "timeoutMs": 10_000})
+def test_with_timeout_gives_the_value_in_time(lab: PodiumEnv) -> None:
+    summary = lab.call("/LabPatterns/Timeout", {"item": items([0])[0], "timeoutMs": 10_000})
     assert summary == {"timedOut": False, "value": summary["value"]}
     assert summary["value"]["id"] == "i0"
 
 
-def test_with_timeout_times_out_and_cancels_the_call(podium_env: PodiumEnv) -> None:
+def test_with_timeout_times_out_and_cancels_the_call(lab: PodiumEnv) -> None:
     tracker = new_key("tracker")
     item = items([30_000], tracker=tracker)[0]
-    summary = podium_env.call("/LabPatterns/Timeout", {"item": item, "timeoutMs": 300})
+    summary = lab.call("/LabPatterns/Timeout", {"item": item, "timeoutMs": 300})
     assert summary == {"timedOut": True, "value": None}
-    assert_eventually(lambda: cancelled(podium_env, tracker) == {"i0"})
+    assert_eventually(lambda: cancelled(lab, tracker) == {"i0"})

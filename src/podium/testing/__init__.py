@@ -31,6 +31,11 @@ from podium.runtime._serve import AsgiApp
 T = TypeVar("T")
 
 
+ALWAYS_REPLAY: dict[str, str] = {"RESTATE_WORKER__INVOKER__INACTIVITY_TIMEOUT": "0s"}
+"""Engine environment that suspends an invocation at every await, so each step resumes by replaying the
+journal: ``running_engine(env=ALWAYS_REPLAY)``. It finds code that is not deterministic on replay."""
+
+
 def new_key(prefix: str = "t") -> str:
     """A fresh key (``prefix-<uuid>``) that isolates a test from every other."""
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
@@ -169,6 +174,7 @@ def engine_from_environment() -> tuple[str, str] | None:
 
 
 __all__ = [
+    "ALWAYS_REPLAY",
     "Deployer",
     "PodiumEnv",
     "assert_eventually",
