@@ -4,11 +4,17 @@ A virtual object keyed by payment id (the caller's idempotency key for the payme
 ``trip-001-payment``). Its state is the payment record, so a second ``Charge`` returns the first answer
 and a ``Refund`` never exceeds what was charged. The gateway call runs in ``ctx.run`` with the payment id
 as idempotency key: if a crash cuts the call off, it runs again and the gateway answers from its record.
+
+``Refund`` asks the gateway, not only its own record: a charge whose answer never reached this object
+(the call was cancelled, as a losing contender in a payment race is) is still found by its key and
+refunded. A refund for a payment that was never charged voids the id, so a charge arriving later (a
+retried or delayed call) is refused.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from pydantic import Field
 from restate import ObjectContext, ObjectSharedContext, RunOptions
@@ -17,19 +23,29 @@ from podium import Model, TerminalError, VirtualObject
 from services.common.providers import PaymentGateway, ProviderError
 
 payments = VirtualObject("PaymentService")
-_RUN = RunOptions[dict](max_attempts=10, initial_retry_interval=timedelta(milliseconds=100))
+_RUN = RunOptions[dict[str, Any]](max_attempts=10, initial_retry_interval=timedelta(milliseconds=100))
+_LOOKUP = RunOptions[dict[str, Any] | None](
+    max_attempts=10, initial_retry_interval=timedelta(milliseconds=100)
+)
 
 
 class ChargeRequest(Model):
     customer_id: str = Field(min_length=1)
     amount: float = Field(gt=0, le=1_000_000)
     description: str = ""
+    method: str = ""
+    """The payment method (card token); see the providers' test data."""
+    provider: str = Field(default="primary", pattern="^(primary|backup)$")
 
 
 class RefundRequest(Model):
     amount: float | None = Field(default=None, gt=0)
     """Amount to refund; the whole remaining charge when omitted."""
     reason: str = ""
+
+
+class ValidateRequest(Model):
+    method: str = Field(min_length=1)
 
 
 class Payment(Model):
@@ -41,6 +57,7 @@ class Payment(Model):
     """``charged``, ``declined``, ``refunded``, ``partially_refunded`` or ``voided`` (refund before any
     charge: a late charge for this id is refused)."""
     charge_id: str | None = None
+    provider: str | None = None
     reason: str | None = None
 
 
@@ -53,6 +70,11 @@ async def _load(ctx: ObjectContext | ObjectSharedContext) -> Payment | None:
     return None if raw is None else Payment.model_validate(raw)
 
 
+def _save(ctx: ObjectContext, payment: Payment) -> Payment:
+    ctx.set("payment", payment.model_dump(mode="json"))
+    return payment
+
+
 @payments.handler("Charge")
 async def charge(ctx: ObjectContext, req: ChargeRequest) -> Payment:
     current = await _load(ctx)
@@ -63,14 +85,17 @@ async def charge(ctx: ObjectContext, req: ChargeRequest) -> Payment:
             raise TerminalError(current.reason or "card declined", 402)
         return current
     gateway = PaymentGateway()
+    key = ctx.key()
 
-    def call_gateway() -> dict:
+    def call_gateway() -> dict[str, Any]:
         try:
             return gateway.charge(
-                ctx.key(),
+                key,
                 customer_id=req.customer_id,
                 amount_cents=_cents(req.amount),
                 description=req.description,
+                method=req.method,
+                provider=req.provider,
             )
         except ProviderError as exc:
             raise TerminalError(exc.message, exc.code) from exc
@@ -78,48 +103,64 @@ async def charge(ctx: ObjectContext, req: ChargeRequest) -> Payment:
     try:
         answer = await ctx.run_typed("gateway charge", call_gateway, _RUN)
     except TerminalError as exc:
-        declined = Payment(
-            id=ctx.key(),
+        if exc.status_code == 402:  # only a decline is the gateway's final word; a cancellation is not
+            _save(
+                ctx,
+                Payment(
+                    id=key,
+                    customer_id=req.customer_id,
+                    amount=req.amount,
+                    status="declined",
+                    reason=exc.message,
+                ),
+            )
+        raise
+    return _save(
+        ctx,
+        Payment(
+            id=key,
             customer_id=req.customer_id,
             amount=req.amount,
-            status="declined",
-            reason=exc.message,
-        )
-        ctx.set("payment", declined.model_dump(mode="json"))
-        raise
-    payment = Payment(
-        id=ctx.key(),
-        customer_id=req.customer_id,
-        amount=req.amount,
-        status="charged",
-        charge_id=answer["chargeId"],
+            status="charged",
+            charge_id=answer["chargeId"],
+            provider=req.provider,
+        ),
     )
-    ctx.set("payment", payment.model_dump(mode="json"))
-    return payment
 
 
 @payments.handler("Refund")
 async def refund(ctx: ObjectContext, req: RefundRequest) -> Payment:
     current = await _load(ctx)
-    if current is None:
-        voided = Payment(id=ctx.key(), status="voided", reason=req.reason or "refunded before charge")
-        ctx.set("payment", voided.model_dump(mode="json"))
-        return voided
-    if current.status in ("declined", "voided", "refunded"):
+    gateway = PaymentGateway()
+    key = ctx.key()
+    if current is None or current.status == "declined":
+        # The answer may never have reached us: the gateway's record by key is the truth.
+        found = await ctx.run_typed("gateway lookup", gateway.charge_for_key, _LOOKUP, key)
+        if found is None or found["status"] != "succeeded":
+            if current is not None:
+                return current
+            return _save(ctx, Payment(id=key, status="voided", reason=req.reason or "refunded before charge"))
+        current = Payment(
+            id=key,
+            amount=found["amountCents"] / 100,
+            status="charged",
+            charge_id=found["chargeId"],
+            provider=found.get("provider"),
+        )
+    if current.status in ("voided", "refunded"):
         return current
     remaining = _cents(current.amount) - _cents(current.refunded)
     cents = remaining if req.amount is None else _cents(req.amount)
     if cents > remaining:
         raise TerminalError(
-            f"refund of {cents / 100:.2f} exceeds the {remaining / 100:.2f} left on payment {ctx.key()}", 409
+            f"refund of {cents / 100:.2f} exceeds the {remaining / 100:.2f} left on payment {key}", 409
         )
-    gateway = PaymentGateway()
-    key = f"{ctx.key()}:refund:{_cents(current.refunded)}"
+    refund_key = f"{key}:refund:{_cents(current.refunded)}"
     charge_id = current.charge_id or ""
 
-    def call_gateway() -> dict:
+    def call_gateway() -> dict[str, Any]:
         try:
-            return gateway.refund(key, charge_id=charge_id, amount_cents=cents)
+            return gateway.refund(refund_key, charge_id=charge_id, amount_cents=cents)
         except ProviderError as exc:
             raise TerminalError(exc.message, exc.code) from exc
 
@@ -128,8 +169,7 @@ async def refund(ctx: ObjectContext, req: RefundRequest) -> Payment:
     current.status = (
         "refunded" if _cents(current.refunded) == _cents(current.amount) else "partially_refunded"
     )
-    ctx.set("payment", current.model_dump(mode="json"))
-    return current
+    return _save(ctx, current)
 
 
 @payments.handler("Get", kind="shared")
@@ -138,3 +178,8 @@ async def get_payment(ctx: ObjectSharedContext) -> Payment:
     if current is None:
         raise TerminalError(f"no payment {ctx.key()}", 404)
     return current
+
+
+@payments.handler("Validate", kind="shared")
+async def validate_method(ctx: ObjectSharedContext, req: ValidateRequest) -> bool:
+    return PaymentGateway.validate_method(req.method)

@@ -35,6 +35,14 @@ but the caller has not heard yet (the window a crash test kills the caller in)."
 SLOW_SECONDS = 3.0
 BOUNCE_DOMAIN = "bounce.example.com"
 """Mail to any address at this domain bounces."""
+UNDELIVERABLE_PHONE_PREFIX = "+000"
+"""SMS to numbers starting with this cannot be delivered."""
+EXPIRED_METHOD = "card-expired"
+"""A payment method that does not validate and is declined."""
+SLOW_PRIMARY_METHOD = "card-slow-primary"
+"""The primary provider charges this method but answers :data:`SLOW_SECONDS` late."""
+PRIMARY_DOWN_METHOD = "card-primary-down"
+"""The primary provider is unavailable (503) for this method; the backup works."""
 
 
 def provider_dir() -> Path:
@@ -146,23 +154,57 @@ class PaymentGateway(_Store):
     def __init__(self, directory: Path | None = None) -> None:
         super().__init__("payments", directory)
 
-    def charge(self, key: str, *, customer_id: str, amount_cents: int, description: str) -> dict[str, Any]:
-        """Charge a customer once per ``key``; raises :class:`ProviderError` (402) when declined."""
+    def charge(
+        self,
+        key: str,
+        *,
+        customer_id: str,
+        amount_cents: int,
+        description: str,
+        method: str = "",
+        provider: str = "primary",
+    ) -> dict[str, Any]:
+        """Charge a customer once per ``key``.
+
+        Raises:
+            ProviderError: 402 when the card is declined, 503 when the provider is down.
+        """
+        if provider == "primary" and method == PRIMARY_DOWN_METHOD:
+            raise ProviderError(f"payment provider {provider} is unavailable", 503)
         with self._tx() as db:
             answer = self._replay(db, key)
             if answer is None:
                 charge_id = f"ch_{uuid.uuid4().hex[:16]}"
-                if customer_id.startswith(DECLINED_PREFIX):
-                    answer = {"chargeId": charge_id, "status": "declined", "amountCents": amount_cents}
-                else:
-                    answer = {"chargeId": charge_id, "status": "succeeded", "amountCents": amount_cents}
-                    self._effect(db, key, "charge", charge_id, amount_cents, {"customerId": customer_id})
+                declined = customer_id.startswith(DECLINED_PREFIX) or method == EXPIRED_METHOD
+                status = "declined" if declined else "succeeded"
+                answer = {
+                    "chargeId": charge_id,
+                    "status": status,
+                    "amountCents": amount_cents,
+                    "provider": provider,
+                }
+                if not declined:
+                    detail = {"customerId": customer_id, "provider": provider, "description": description}
+                    self._effect(db, key, "charge", charge_id, amount_cents, detail)
                 self._remember(db, key, "charge", answer)
-        if customer_id.startswith(SLOW_PREFIX):
+        if customer_id.startswith(SLOW_PREFIX) or (provider == "primary" and method == SLOW_PRIMARY_METHOD):
             time.sleep(SLOW_SECONDS)
         if answer["status"] == "declined":
-            raise ProviderError(f"card declined for customer {customer_id}", 402)
+            raise ProviderError(f"card declined for customer {customer_id} by {provider}", 402)
         return answer
+
+    def charge_for_key(self, key: str) -> dict[str, Any] | None:
+        """The answer this gateway gave to a charge with ``key``, if any (a read: counts no request)."""
+        with self._tx() as db:
+            row = db.execute(
+                "select response from requests where key = ? and kind = 'charge'", (key,)
+            ).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    @staticmethod
+    def validate_method(method: str) -> bool:
+        """Whether a payment method is usable."""
+        return method != EXPIRED_METHOD
 
     def refund(self, key: str, *, charge_id: str, amount_cents: int) -> dict[str, Any]:
         """Refund part or all of a charge once per ``key``; never more than was charged."""
@@ -206,18 +248,25 @@ class MailProvider(_Store):
     def __init__(self, directory: Path | None = None) -> None:
         super().__init__("mail", directory)
 
-    def send(self, key: str, *, to: str, subject: str, body: str) -> dict[str, Any]:
-        """Send a message once per ``key``; returns its id and ``delivered`` or ``bounced``."""
+    def send(self, key: str, *, to: str, subject: str, body: str, channel: str = "email") -> dict[str, Any]:
+        """Send a message once per ``key``; returns its id and ``delivered`` or ``bounced``.
+
+        Raises:
+            ProviderError: 502 for an SMS to an undeliverable number.
+        """
+        if channel == "sms" and to.startswith(UNDELIVERABLE_PHONE_PREFIX):
+            raise ProviderError(f"SMS to {to} cannot be delivered", 502)
         with self._tx() as db:
             answer = self._replay(db, key)
             if answer is None:
-                status = "bounced" if to.lower().endswith("@" + BOUNCE_DOMAIN) else "delivered"
+                bounced = channel == "email" and to.lower().endswith("@" + BOUNCE_DOMAIN)
+                status = "bounced" if bounced else "delivered"
                 answer = {"messageId": f"msg_{uuid.uuid4().hex[:16]}", "status": status}
                 if status == "delivered":
-                    self._effect(db, key, "mail", to, 0, {"subject": subject, "body": body})
-                self._remember(db, key, "mail", answer)
+                    self._effect(db, key, channel, to, 0, {"subject": subject, "body": body})
+                self._remember(db, key, channel, answer)
         return answer
 
-    def outbox(self, to: str) -> list[dict[str, Any]]:
-        """Messages delivered to ``to``, oldest first."""
-        return self.effects(subject=to, kind="mail")
+    def outbox(self, to: str, channel: str = "email") -> list[dict[str, Any]]:
+        """Messages delivered to ``to`` on ``channel``, oldest first."""
+        return self.effects(subject=to, kind=channel)

@@ -1,9 +1,7 @@
-"""The travel deployment: every service of the travel-booking system, as one ASGI app."""
+"""The travel deployment: the travel-booking system's own services (payments and email are in ``common``)."""
 
 import restate
 
-from services.common.notifications import notifications
-from services.common.payments import payments
 from services.travel.orchestrator import trips
 from services.travel.reservations import flights, hotels
 
@@ -13,8 +11,6 @@ SERVICES = [
     flights.inventory.service,
     hotels.service,
     hotels.inventory.service,
-    payments,
-    notifications,
 ]
 
 app = restate.app(services=SERVICES)

@@ -10,6 +10,7 @@ Import everything from here; modules with a leading underscore are private.
 - People: :func:`race_promise_with_timeout`, :func:`wait_for_approval`, :func:`add_approval_handlers`.
 - Status: :class:`StatusTracker`, :func:`read_status`.
 - Clients: :func:`call`, :func:`send` inside handlers; :class:`IngressClient` outside.
+- Idempotent keyed runs: :class:`RunOnce` (a repeat returns the first result).
 """
 
 from podium._clients import IngressClient, IngressError, Invocation, call, send
@@ -41,6 +42,7 @@ from podium._human import (
     wait_for_approval,
 )
 from podium._model import Model
+from podium._once import RunOnce
 from podium._saga import (
     BEST_EFFORT,
     COMPENSATE_ALL,
@@ -95,6 +97,7 @@ __all__ = [
     "RaceError",
     "RaceResult",
     "RetryPolicy",
+    "RunOnce",
     "Saga",
     "SagaCompensated",
     "SagaError",

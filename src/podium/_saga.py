@@ -34,6 +34,7 @@ from typing import Any, Generic, TypeVar
 
 from restate import Context, RestateDurableCallFuture, RestateDurableFuture, TerminalError, wait_completed
 
+from podium._context import can_write_state
 from podium._model import Model
 
 T = TypeVar("T")
@@ -270,7 +271,7 @@ class Saga:
         self.timeout = timeout
         self.log = SagaLog(name=name)
         self._compensations: dict[str, Compensation] = {}
-        self._stateful = hasattr(ctx, "set")
+        self._stateful = can_write_state(ctx)
         self._deadline: RestateDurableFuture[None] | None = None
 
     @property

@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import Field
 
+from podium._context import can_write_state
 from podium._model import Model
 
 DEFAULT_KEY = "podium.status"
@@ -84,8 +85,8 @@ class StatusTracker:
     """
 
     def __init__(self, ctx: Any, key: str = DEFAULT_KEY) -> None:
-        if not hasattr(ctx, "set"):
-            raise TypeError("StatusTracker needs an object or workflow context (one with state)")
+        if not can_write_state(ctx):
+            raise TypeError("StatusTracker needs an exclusive object handler or a workflow run handler")
         self.ctx = ctx
         self.key = key
         self.status = Status()

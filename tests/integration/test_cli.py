@@ -31,8 +31,10 @@ class Up:
         self.node = free_port()
         self.config = tmp / "pyproject.toml"
         self.config.write_text(
-            "[tool.podium]\n"
-            f'deployments = [{{ name = "travel", app = "services.travel.app:app", port = {free_port()} }}]\n'
+            "[tool.podium]\ndeployments = [\n"
+            f'  {{ name = "common", app = "services.common.app:app", port = {free_port()} }},\n'
+            f'  {{ name = "travel", app = "services.travel.app:app", port = {free_port()} }},\n'
+            "]\n"
         )
         self.tmp = tmp
         self.runs = 0
@@ -92,7 +94,7 @@ def test_up_serves_the_seed_request_and_ctrl_c_stops_everything(tmp_path: Path) 
     with up.running() as process:
         spawned = children(process)
         assert {p.name() for p in spawned} >= {"restate-server"}
-        assert len(spawned) == 2  # the engine and the travel deployment
+        assert len(spawned) == 3  # the engine, the common and the travel deployments
         text = up.output.read_text()
         assert f"http://127.0.0.1:{up.admin}/ui/" in text
         assert "TripOrchestrator" in text

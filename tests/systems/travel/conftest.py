@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from podium.testing import PodiumEnv, new_key
-from services.travel.app import app
+from tests.systems.apps import travel as app
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
 @pytest.fixture
 def deployment(engine: Engine, tmp_path: Path) -> Iterator[DeploymentProcess]:
     process = DeploymentProcess(
-        "services.travel.app:app",
+        "tests.systems.apps:travel",
         log_file=tmp_path / "travel.log",
         env={"PODIUM_DATA_DIR": os.environ["PODIUM_DATA_DIR"]},
     )

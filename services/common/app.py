@@ -1,0 +1,11 @@
+"""The common deployment: services every reference system shares (payments, messaging, fraud)."""
+
+import restate
+
+from services.common.fraud import fraud
+from services.common.notifications import notifications
+from services.common.payments import payments
+
+SERVICES = [payments, notifications, fraud]
+
+app = restate.app(services=SERVICES)

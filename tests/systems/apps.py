@@ -1,0 +1,10 @@
+"""Self-contained apps for system tests: a system's services plus the shared ones it calls."""
+
+import restate
+
+from services.commerce.app import SERVICES as COMMERCE
+from services.common.app import SERVICES as COMMON
+from services.travel.app import SERVICES as TRAVEL
+
+travel = restate.app(services=[*TRAVEL, *COMMON])
+commerce = restate.app(services=[*COMMERCE, *COMMON])
