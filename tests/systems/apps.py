@@ -4,7 +4,10 @@ import restate
 
 from services.commerce.app import SERVICES as COMMERCE
 from services.common.app import SERVICES as COMMON
+from services.patterns.app import app as patterns
 from services.travel.app import SERVICES as TRAVEL
 
 travel = restate.app(services=[*TRAVEL, *COMMON])
 commerce = restate.app(services=[*COMMERCE, *COMMON])
+
+__all__ = ["commerce", "patterns", "travel"]

@@ -1,0 +1,10 @@
+"""The patterns deployment: seed 002's catalog as runnable handlers, with their simulated backends."""
+
+import restate
+
+from services.patterns.catalog import SERVICES as CATALOG
+from services.patterns.sources import SERVICES as SOURCES
+
+SERVICES = [*CATALOG, *SOURCES]
+
+app = restate.app(services=SERVICES)
