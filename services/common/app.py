@@ -2,10 +2,10 @@
 
 import restate
 
-from services.common.fraud import fraud
+from services.common.fraud import fraud, velocity
 from services.common.notifications import notifications
 from services.common.payments import payments
 
-SERVICES = [payments, notifications, fraud]
+SERVICES = [payments, notifications, fraud, velocity]
 
 app = restate.app(services=SERVICES)

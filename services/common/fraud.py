@@ -1,18 +1,30 @@
-"""``FraudService``: scores a payment or transfer and says whether it may go ahead.
+"""``FraudService``: scores a payment or a transfer and says whether it may go ahead.
 
-Rules (test data): a ``userId`` starting ``fraud-`` is blocked; an amount above :data:`AMOUNT_LIMIT` is
-blocked. ``Check`` answers a plain boolean, as seed 002's client expects; ``Assess`` gives the reason.
+Payments (``Check`` answers a plain boolean, as seed 002's client expects; ``Assess`` gives the reason):
+a ``userId`` starting ``fraud-`` is blocked; an amount above :data:`AMOUNT_LIMIT` is blocked.
+
+Transfers (``AssessTransfer``), each rule a reason to block:
+
+- an amount above :data:`AMOUNT_LIMIT`;
+- an account whose id starts with ``blocked-`` on either side;
+- velocity: more than :data:`VELOCITY_LIMIT` transfers out of one account within :data:`VELOCITY_WINDOW`
+  seconds (counted per transfer id in ``FraudVelocity/{account}``, so a retry is not counted twice).
 """
 
 from __future__ import annotations
 
-from pydantic import Field
-from restate import Context
+from decimal import Decimal
 
-from podium import Model, Service
+from pydantic import Field
+from restate import Context, ObjectContext
+
+from podium import Model, Service, VirtualObject, call
 
 AMOUNT_LIMIT = 10_000.0
 BLOCKED_PREFIX = "fraud-"
+BLOCKED_ACCOUNT_PREFIX = "blocked-"
+VELOCITY_LIMIT = 30
+VELOCITY_WINDOW = 60.0
 
 fraud = Service("FraudService")
 
@@ -46,3 +58,57 @@ async def check(ctx: Context, req: FraudCheck) -> bool:
 @fraud.handler("Assess")
 async def assess_handler(ctx: Context, req: FraudCheck) -> Assessment:
     return assess(req)
+
+
+class TransferCheck(Model):
+    transfer_id: str = Field(min_length=1)
+    from_account: str = Field(min_length=1)
+    to_account: str = Field(min_length=1)
+    amount: Decimal = Field(gt=0)
+
+
+class Decision(Model):
+    allowed: bool
+    actor: str
+    """The service that decided."""
+    reason: str | None = None
+    usage_key: str | None = None
+    """Set by a check that reserved something to release if the transfer fails."""
+
+
+class VelocityRequest(Model):
+    transfer_id: str
+    window: float
+
+
+velocity = VirtualObject("FraudVelocity")
+
+
+@velocity.handler("Record")
+async def record_velocity(ctx: ObjectContext, req: VelocityRequest) -> int:
+    """Record a transfer out of this account; the count within the window, this one included."""
+    now = await ctx.time()
+    seen: dict[str, float] = await ctx.get("seen", type_hint=dict) or {}
+    seen.setdefault(req.transfer_id, now)
+    seen = {k: t for k, t in seen.items() if now - t <= req.window}
+    ctx.set("seen", seen)
+    return len(seen)
+
+
+@fraud.handler("AssessTransfer")
+async def assess_transfer(ctx: Context, req: TransferCheck) -> Decision:
+    if req.amount > Decimal(str(AMOUNT_LIMIT)):
+        reason = f"amount {req.amount} above the {AMOUNT_LIMIT:.2f} limit"
+        return Decision(allowed=False, actor="FraudService", reason=reason)
+    for account in (req.from_account, req.to_account):
+        if account.startswith(BLOCKED_ACCOUNT_PREFIX):
+            return Decision(allowed=False, actor="FraudService", reason=f"account {account} is blocked")
+    seen = VelocityRequest(transfer_id=req.transfer_id, window=VELOCITY_WINDOW)
+    count = await call(ctx, record_velocity, seen, key=req.from_account)
+    if count > VELOCITY_LIMIT:
+        return Decision(
+            allowed=False,
+            actor="FraudService",
+            reason=f"velocity: {count} transfers out of {req.from_account} within {VELOCITY_WINDOW:.0f}s",
+        )
+    return Decision(allowed=True, actor="FraudService")

@@ -57,6 +57,15 @@ class RunOnce(Generic[R]):
             raise TerminalError(f"{self.ctx.key()} was already used for a different request", 409)
         return self._adapter.validate_python(stored["result"])
 
+    @staticmethod
+    async def result_of(ctx: Any, result_type: type[R], *, name: str = "run") -> R | None:
+        """The stored result for this key, from any handler (shared ones included); None before it."""
+        stored = await ctx.get(f"podium.once.{name}", type_hint=dict)
+        if stored is None:
+            return None
+        adapter: TypeAdapter[R] = TypeAdapter(result_type)
+        return adapter.validate_python(stored["result"])
+
     def done(self, result: R) -> R:
         """Store ``result`` as the answer to every repeat of this request, and return it."""
         dumped = self._adapter.dump_python(result, mode="json", by_alias=True)

@@ -2,6 +2,7 @@
 
 import restate
 
+from services.banking.app import SERVICES as BANKING
 from services.commerce.app import SERVICES as COMMERCE
 from services.common.app import SERVICES as COMMON
 from services.patterns.app import app as patterns
@@ -9,5 +10,6 @@ from services.travel.app import SERVICES as TRAVEL
 
 travel = restate.app(services=[*TRAVEL, *COMMON])
 commerce = restate.app(services=[*COMMERCE, *COMMON])
+banking = restate.app(services=[*BANKING, *COMMON])
 
-__all__ = ["commerce", "patterns", "travel"]
+__all__ = ["banking", "commerce", "patterns", "travel"]
