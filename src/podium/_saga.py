@@ -176,6 +176,8 @@ class SagaLog(Model):
     steps: list[StepRecord] = []
     failure: str | None = None
     """Why the saga failed (the first terminal error)."""
+    failed_step: str | None = None
+    """The step whose action failed first (None when the failure came from the handler's own code)."""
     pivot: str | None = None
     """The pivot step, once it has succeeded: from then on failures are recovered forward."""
     dead_letters: list[DeadLetter] = []
@@ -356,7 +358,9 @@ class Saga:
                 record.status = StepStatus.FAILED
                 record.error = exc.message
                 results.append(None)
-                first_error = first_error or exc
+                if first_error is None:
+                    first_error = exc
+                    self.log.failed_step = self.log.failed_step or record.name
             else:
                 record.status = StepStatus.COMPLETED
         self._save()

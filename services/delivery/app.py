@@ -1,0 +1,11 @@
+"""The delivery deployment: restaurants, drivers and the delivery orchestrator (payments: ``common``)."""
+
+import restate
+
+from services.delivery.drivers import drivers, tracker
+from services.delivery.orchestrator import deliveries
+from services.delivery.restaurant import restaurants
+
+SERVICES = [deliveries, restaurants, drivers, tracker]
+
+app = restate.app(services=SERVICES)
