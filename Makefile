@@ -40,7 +40,7 @@ test: check
 	$(BIN)/pytest
 
 bench: install
-	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.run --quick
 
 clean:
 	rm -rf $(VENV) $(TOOLS) node_modules .podium .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,157 @@
+"""The order flow the benchmarks measure, written twice: with Podium, and by hand on restate-sdk.
+
+Both run the same work: a workflow keyed by order id that calls four services (reserve stock, charge,
+ship, notify) in order, each doing one durable side effect (``ctx.run``), with compensations for the
+first three. The hand-written flow keeps its compensations in a local list, as restate-sdk users do
+today; the Podium flow uses :class:`podium.Saga` (compensations recorded in state before each action).
+Podium's overhead is the ratio of the two.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import restate
+from restate import Context, RunOptions, WorkflowContext
+
+import podium
+from podium import Model, Saga, call
+
+
+def _effect(kind: str, order_id: str) -> str:
+    """A cheap, deterministic stand-in for a call to a provider."""
+    return hashlib.sha256(f"{kind}:{order_id}".encode()).hexdigest()[:16]
+
+
+class BenchOrder(Model):
+    id: str
+    amount: float = 42.0
+
+
+class StepResult(Model):
+    ref: str
+
+
+_RUN = RunOptions[str](max_attempts=5)
+
+
+# -- hand-written on restate-sdk -----------------------------------------------------------------------
+
+raw_steps = restate.Service("RawSteps")
+
+
+@raw_steps.handler("Reserve")
+async def raw_reserve(ctx: Context, order: dict[str, Any]) -> str:
+    return await ctx.run_typed("reserve", _effect, _RUN, "reserve", order["id"])
+
+
+@raw_steps.handler("Charge")
+async def raw_charge(ctx: Context, order: dict[str, Any]) -> str:
+    return await ctx.run_typed("charge", _effect, _RUN, "charge", order["id"])
+
+
+@raw_steps.handler("Ship")
+async def raw_ship(ctx: Context, order: dict[str, Any]) -> str:
+    return await ctx.run_typed("ship", _effect, _RUN, "ship", order["id"])
+
+
+@raw_steps.handler("Notify")
+async def raw_notify(ctx: Context, order: dict[str, Any]) -> str:
+    return await ctx.run_typed("notify", _effect, _RUN, "notify", order["id"])
+
+
+@raw_steps.handler("Undo")
+async def raw_undo(ctx: Context, order: dict[str, Any]) -> str:
+    return await ctx.run_typed("undo", _effect, _RUN, "undo", order["id"])
+
+
+raw_order = restate.Workflow("RawOrder")
+
+
+@raw_order.main("run")
+async def raw_run(ctx: WorkflowContext, order: dict[str, Any]) -> dict[str, Any]:
+    compensations = []
+    try:
+        compensations.append(lambda: ctx.service_call(raw_undo, order))
+        reservation = await ctx.service_call(raw_reserve, order)
+        compensations.append(lambda: ctx.service_call(raw_undo, order))
+        payment = await ctx.service_call(raw_charge, order)
+        compensations.append(lambda: ctx.service_call(raw_undo, order))
+        shipment = await ctx.service_call(raw_ship, order)
+    except restate.TerminalError:
+        for undo in reversed(compensations):
+            await undo()
+        raise
+    await ctx.service_call(raw_notify, order)
+    return {"orderId": order["id"], "reservation": reservation, "payment": payment, "shipment": shipment}
+
+
+raw_app = restate.app(services=[raw_steps, raw_order])
+
+
+# -- with Podium ---------------------------------------------------------------------------------------
+
+steps = podium.Service("PodiumSteps")
+
+
+@steps.handler("Reserve")
+async def reserve(ctx: Context, order: BenchOrder) -> StepResult:
+    return StepResult(ref=await ctx.run_typed("reserve", _effect, _RUN, "reserve", order.id))
+
+
+@steps.handler("Charge")
+async def charge(ctx: Context, order: BenchOrder) -> StepResult:
+    return StepResult(ref=await ctx.run_typed("charge", _effect, _RUN, "charge", order.id))
+
+
+@steps.handler("Ship")
+async def ship(ctx: Context, order: BenchOrder) -> StepResult:
+    return StepResult(ref=await ctx.run_typed("ship", _effect, _RUN, "ship", order.id))
+
+
+@steps.handler("Notify")
+async def notify(ctx: Context, order: BenchOrder) -> StepResult:
+    return StepResult(ref=await ctx.run_typed("notify", _effect, _RUN, "notify", order.id))
+
+
+@steps.handler("Undo")
+async def undo(ctx: Context, order: BenchOrder) -> StepResult:
+    return StepResult(ref=await ctx.run_typed("undo", _effect, _RUN, "undo", order.id))
+
+
+class BenchResult(Model):
+    order_id: str
+    reservation: str
+    payment: str
+    shipment: str
+
+
+orders = podium.Workflow("PodiumOrder")
+
+
+@orders.main("Run")
+async def run(ctx: WorkflowContext, order: BenchOrder) -> BenchResult:
+    async with Saga(ctx, "order") as saga:
+        reservation = await saga.step(
+            "reserve", lambda: call(ctx, reserve, order), compensate=lambda: call(ctx, undo, order)
+        )
+        payment = await saga.step(
+            "charge", lambda: call(ctx, charge, order), compensate=lambda: call(ctx, undo, order)
+        )
+        shipment = await saga.step(
+            "ship", lambda: call(ctx, ship, order), compensate=lambda: call(ctx, undo, order)
+        )
+    await call(ctx, notify, order)
+    return BenchResult(
+        order_id=order.id, reservation=reservation.ref, payment=payment.ref, shipment=shipment.ref
+    )
+
+
+podium_app = restate.app(services=[steps, orders])
+
+FLOWS: dict[str, tuple[str, str]] = {
+    # name: (app spec, path template; {key} is the order id)
+    "podium": ("benchmarks.flows:podium_app", "/PodiumOrder/{key}/Run"),
+    "raw": ("benchmarks.flows:raw_app", "/RawOrder/{key}/run"),
+}
