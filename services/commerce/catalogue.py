@@ -11,6 +11,7 @@
 | ``userId`` starting ``fraud-``, or a total above 10,000 | the fraud check fails |
 | ``shippingAddress.country`` not in :data:`SHIPPING_COUNTRIES` | no shipping there: validation fails |
 | ``shippingAddress.city`` ``No Slots`` | shipping is available but no slot can be reserved: stock released |
+| ``shippingAddress.city`` ``No Labels`` | a slot is reserved but no label can be printed there: all undone |
 | email at ``bounce.example.com``, phone starting ``+000`` | that notification fails; the order completes |
 """
 
@@ -29,6 +30,8 @@ PRICES: dict[str, float] = {
 }
 SHIPPING_COUNTRIES = frozenset({"US", "CA", "GB", "FR", "DE", "JP"})
 NO_SLOTS_CITY = "No Slots"
+NO_LABELS_CITY = "No Labels"
+"""A city whose slots can be reserved but whose shipping labels cannot be printed (the label step fails)."""
 FRAUD_LIMIT = 10_000.0
 EXPIRED_METHOD = "card-expired"
 SLOW_PRIMARY_METHOD = "card-slow-primary"

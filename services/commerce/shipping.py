@@ -1,8 +1,9 @@
 """``ShippingService``: delivery zones, slots and labels, one object per shipment (slot) id.
 
 ``CheckAvailability`` says whether the address is served; ``ReserveSlot`` books a carrier slot (refused
-for the test city ``No Slots``); ``GenerateLabel`` prints the label with a tracking number, once;
-``CancelSlot`` frees the slot (harmless twice, tombstone for unknown ids).
+for the test city ``No Slots``); ``GenerateLabel`` prints the label with a tracking number, once (refused
+for the test city ``No Labels``); ``CancelSlot`` frees the slot (harmless twice, tombstone for unknown
+ids).
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ async def generate_label(ctx: ObjectContext, req: LabelRequest) -> Label:
     label = await ctx.get("label", type_hint=dict)
     if label is not None:
         return Label.model_validate(label)
+    if req.address.city == catalogue.NO_LABELS_CITY:
+        raise TerminalError(f"no shipping label can be printed for {req.address.city}", 409)
     tracking = f"PD{ctx.uuid().hex[:12].upper()}"
     new = Label(slot_id=ctx.key(), tracking_number=tracking, carrier=slot.carrier)
     ctx.set("label", new.model_dump(mode="json"))
