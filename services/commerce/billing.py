@@ -1,4 +1,8 @@
-"""``BillingService``: one invoice per order id; voiding is harmless twice."""
+"""``Billing`` (seed 002's name): one invoice per order id; voiding is harmless twice.
+
+Seed 000's tenant-provisioning ``BillingService`` (billing accounts) is a different service, in
+``services/provisioning``.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from restate import ObjectContext, ObjectSharedContext
 from podium import Model, TerminalError, VirtualObject
 from services.commerce.models import Invoice, Item
 
-billing = VirtualObject("BillingService")
+billing = VirtualObject("Billing")
 
 
 class InvoiceRequest(Model):

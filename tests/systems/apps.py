@@ -6,10 +6,12 @@ from services.banking.app import SERVICES as BANKING
 from services.commerce.app import SERVICES as COMMERCE
 from services.common.app import SERVICES as COMMON
 from services.patterns.app import app as patterns
+from services.provisioning.app import SERVICES as PROVISIONING
 from services.travel.app import SERVICES as TRAVEL
 
 travel = restate.app(services=[*TRAVEL, *COMMON])
 commerce = restate.app(services=[*COMMERCE, *COMMON])
 banking = restate.app(services=[*BANKING, *COMMON])
+provisioning = restate.app(services=[*PROVISIONING, *COMMON])
 
-__all__ = ["banking", "commerce", "patterns", "travel"]
+__all__ = ["banking", "commerce", "patterns", "provisioning", "travel"]
