@@ -1,0 +1,11 @@
+"""The ticketing app with the shared services it calls, importable by a deployment process for crash tests.
+
+``tests.systems.ticketing.apps:app``.
+"""
+
+import restate
+
+from services.common.app import SERVICES as COMMON
+from services.ticketing.app import SERVICES as TICKETING
+
+app = restate.app(services=[*TICKETING, *COMMON])
