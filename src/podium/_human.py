@@ -72,10 +72,15 @@ async def wait_for_approval(
     """Wait for approve or reject on promise ``name`` until ``timeout``; see :func:`add_approval_handlers`."""
     timed = await race_promise_with_timeout(ctx, name, timeout, dict)
     if timed.timed_out or timed.value is None:
+        ctx.set(_state_key(name), ApprovalOutcome.TIMED_OUT.value)
         return ApprovalResult(outcome=ApprovalOutcome.TIMED_OUT)
     decision = Decision.model_validate(timed.value)
     outcome = ApprovalOutcome.APPROVED if decision.approved else ApprovalOutcome.REJECTED
     return ApprovalResult(outcome=outcome, decision=decision)
+
+
+def _state_key(name: str) -> str:
+    return f"podium.approval.{name}"
 
 
 def add_approval_handlers(
@@ -84,11 +89,14 @@ def add_approval_handlers(
     """Add shared handlers that decide the approval ``name`` of ``workflow``.
 
     ``approve`` takes a :class:`Decision` (``approved`` defaults to true, so ``{}`` approves and the
-    seed's ``{"approved": false}`` rejects); ``reject`` always rejects. A second decision is refused
-    with 409, naming the first.
+    seed's ``{"approved": false}`` rejects); ``reject`` always rejects. A decision that arrives before
+    :func:`wait_for_approval` starts waiting is kept (the promise is durable) and applies when it does;
+    one after the deadline is refused with 409, and so is a second decision, naming the first.
     """
 
     async def decide(ctx: WorkflowSharedContext, decision: Decision) -> ApprovalResult:
+        if await ctx.get(_state_key(name), type_hint=str) == ApprovalOutcome.TIMED_OUT.value:
+            raise TerminalError(f"the deadline for {name} of {ctx.key()} has passed", 409)
         promise = ctx.promise(name, type_hint=dict)
         earlier = await promise.peek()
         if earlier is not None:

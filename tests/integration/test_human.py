@@ -66,10 +66,13 @@ def test_a_second_decision_is_refused(lab: PodiumEnv) -> None:
     assert "already decided: rejected" in response.json()["message"]
 
 
-def test_no_decision_times_out(lab: PodiumEnv) -> None:
+def test_no_decision_times_out_and_a_late_one_is_refused(lab: PodiumEnv) -> None:
     key = start_approval(lab, 500)
     assert outcome(lab, key) == {"outcome": "timed_out", "by": None}
     assert lab.call(f"/LabApproval/{key}/Status")["phase"] == "timed_out"
+    late = lab.post(f"/LabApproval/{key}/Approve", {"by": "slowpoke"})
+    assert late.status_code == 409
+    assert "deadline for approval" in late.json()["message"]
 
 
 def test_awakeable_resolved_in_time_and_timed_out(lab: PodiumEnv) -> None:

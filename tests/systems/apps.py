@@ -4,6 +4,7 @@ import restate
 
 from services.banking.app import SERVICES as BANKING
 from services.commerce.app import SERVICES as COMMERCE
+from services.insurance.app import SERVICES as INSURANCE
 from services.common.app import SERVICES as COMMON
 from services.patterns.app import app as patterns
 from services.provisioning.app import SERVICES as PROVISIONING
@@ -13,5 +14,6 @@ travel = restate.app(services=[*TRAVEL, *COMMON])
 commerce = restate.app(services=[*COMMERCE, *COMMON])
 banking = restate.app(services=[*BANKING, *COMMON])
 provisioning = restate.app(services=[*PROVISIONING, *COMMON])
+insurance = restate.app(services=[*INSURANCE, *COMMON])
 
-__all__ = ["banking", "commerce", "patterns", "provisioning", "travel"]
+__all__ = ["banking", "commerce", "insurance", "patterns", "provisioning", "travel"]

@@ -1,0 +1,126 @@
+"""``MedicalRecordsService``: a simulated medical-records provider that answers asynchronously.
+
+A virtual object keyed by claim id. ``ClaimSaga`` creates an awakeable and files a request with
+``Request``, handing over the awakeable's id; the provider answers later through the ``Deliver`` webhook,
+which resolves the awakeable and wakes the saga.
+
+- ``Request`` files the request (again with the same claim id: the same file back). For most policies the
+  simulated provider schedules its own ``Deliver`` after :data:`AUTO_DELAY` (a durable delayed send);
+  for manual policies (``POL-3001``) it waits for you to call ``Deliver``.
+- ``Deliver`` is the provider's callback: ``{covered, findings?, provider?}``. Delivering the same records
+  again returns the file; different records, or records for a withdrawn request, are refused (409); no
+  request at all is 404.
+- ``Withdraw`` is called by the saga when its deadline passes: a late ``Deliver`` is then refused.
+- ``Get`` shows the file, including ``callbackId`` (the raw awakeable id, for
+  ``POST /restate/awakeables/{id}/reject``: the provider reporting an error).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from datetime import timedelta
+
+from restate import ObjectContext, ObjectSharedContext
+
+from podium import TerminalError, VirtualObject, send
+from services.insurance import policies
+from services.insurance.models import MedicalRecords, RecordsFile, RecordsRequest
+
+AUTO_DELAY = timedelta(seconds=1)
+"""How long the simulated provider takes to answer by itself."""
+
+records = VirtualObject("MedicalRecordsService")
+
+
+def iso(seconds: float) -> str:
+    """An engine timestamp as ISO 8601 UTC."""
+    return (
+        dt.datetime.fromtimestamp(seconds, tz=dt.UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+async def _load(ctx: ObjectContext | ObjectSharedContext) -> RecordsFile | None:
+    raw = await ctx.get("file", type_hint=dict)
+    return None if raw is None else RecordsFile.model_validate(raw)
+
+
+def _save(ctx: ObjectContext, file: RecordsFile) -> RecordsFile:
+    ctx.set("file", file.model_dump(mode="json"))
+    return file
+
+
+def _automatic_answer(req: RecordsRequest) -> MedicalRecords | None:
+    mode = policies.records_mode(req.policy_id)
+    if mode is policies.RecordsMode.COVERED:
+        return MedicalRecords(
+            covered=True,
+            findings=f"treatment on {req.incident_date} consistent with the claim: {req.description}",
+            provider="auto",
+        )
+    if mode is policies.RecordsMode.NOT_COVERED:
+        return MedicalRecords(
+            covered=False,
+            findings="pre-existing condition diagnosed before the policy started",
+            provider="auto",
+        )
+    return None
+
+
+@records.handler("Request")
+async def request_records(ctx: ObjectContext, req: RecordsRequest) -> RecordsFile:
+    existing = await _load(ctx)
+    if existing is not None:
+        return existing
+    file = _save(
+        ctx,
+        RecordsFile(
+            claim_id=ctx.key(),
+            policy_id=req.policy_id,
+            status="requested",
+            callback_id=req.callback_id,
+            requested_at=iso(await ctx.time()),
+        ),
+    )
+    answer = _automatic_answer(req)
+    if answer is not None:  # the simulated provider calls back by itself, later
+        send(ctx, deliver, answer, key=ctx.key(), delay=AUTO_DELAY)
+    return file
+
+
+@records.handler("Deliver")
+async def deliver(ctx: ObjectContext, found: MedicalRecords) -> RecordsFile:
+    file = await _load(ctx)
+    if file is None:
+        raise TerminalError(f"no medical records were requested for claim {ctx.key()}", 404)
+    if file.status == "withdrawn":
+        raise TerminalError(
+            f"the records request for claim {ctx.key()} was withdrawn (its deadline passed)", 409
+        )
+    if file.status == "delivered":
+        if file.records == found:
+            return file
+        raise TerminalError(f"medical records for claim {ctx.key()} were already delivered", 409)
+    ctx.resolve_awakeable(file.callback_id, found.model_dump(mode="json"))
+    file.status, file.records, file.delivered_at = "delivered", found, iso(await ctx.time())
+    return _save(ctx, file)
+
+
+@records.handler("Withdraw")
+async def withdraw(ctx: ObjectContext) -> RecordsFile:
+    file = await _load(ctx)
+    if file is None:
+        raise TerminalError(f"no medical records were requested for claim {ctx.key()}", 404)
+    if file.status == "requested":
+        file.status = "withdrawn"
+        _save(ctx, file)
+    return file
+
+
+@records.handler("Get", kind="shared")
+async def get_file(ctx: ObjectSharedContext) -> RecordsFile:
+    file = await _load(ctx)
+    if file is None:
+        raise TerminalError(f"no medical records were requested for claim {ctx.key()}", 404)
+    return file

@@ -1,0 +1,11 @@
+"""The insurance app with the shared services it calls, importable by a deployment process."""
+
+from typing import Any
+
+import restate
+
+from services.common.app import SERVICES as COMMON
+from services.insurance.app import SERVICES
+
+services: list[Any] = [*SERVICES, *COMMON]
+app = restate.app(services=services)
