@@ -6,12 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from podium import IngressClient, IngressError
 from podium.runtime import DeploymentProcess, Engine
-from podium.testing import PodiumEnv, assert_eventually, new_key, running_engine
+from podium.testing import PodiumEnv, assert_eventually, new_key, process_env
 from tests.integration import lab as app
 
 pytestmark = pytest.mark.engine
@@ -127,22 +126,15 @@ def test_ingress_client_cancel(lab: PodiumEnv) -> None:
 # -- waits that survive crashes -------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    with running_engine(tmp_path_factory.mktemp("human-engine")) as engine:
-        yield engine
+@pytest.fixture
+def engine(podium_private_engine: Engine) -> Engine:
+    return podium_private_engine
 
 
 @pytest.fixture
 def crash_env(engine: Engine, tmp_path: Path) -> Iterator[tuple[PodiumEnv, DeploymentProcess]]:
-    process = DeploymentProcess("tests.integration.lab:app", log_file=tmp_path / "lab.log")
-    process.start()
-    engine.register(process.url)
-    try:
-        with httpx.Client(base_url=engine.ingress_url, timeout=60) as http:
-            yield PodiumEnv(engine.ingress_url, engine.admin_url, process.url, http), process
-    finally:
-        process.stop()
+    with process_env(engine, "tests.integration.lab:app", log_file=tmp_path / "lab.log") as pair:
+        yield pair
 
 
 def test_the_deadline_survives_an_engine_restart(

@@ -10,37 +10,34 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from podium.runtime import DeploymentProcess, Engine
-from podium.testing import PodiumEnv, assert_eventually, new_key, running_engine
+from podium.testing import PodiumEnv, assert_eventually, new_key, process_env
 from tests.integration.test_saga import counts, events, step
 
 pytestmark = pytest.mark.engine
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    with running_engine(tmp_path_factory.mktemp("saga-crash-engine")) as engine:
-        yield engine
+@pytest.fixture
+def engine(podium_private_engine: Engine) -> Engine:
+    return podium_private_engine
 
 
 @pytest.fixture
-def deployment(engine: Engine, tmp_path: Path) -> Iterator[DeploymentProcess]:
-    process = DeploymentProcess("tests.integration.lab:app", log_file=tmp_path / "lab.log")
-    process.start()
-    engine.register(process.url)
-    try:
-        yield process
-    finally:
-        process.stop()
+def deployed(engine: Engine, tmp_path: Path) -> Iterator[tuple[PodiumEnv, DeploymentProcess]]:
+    with process_env(engine, "tests.integration.lab:app", log_file=tmp_path / "lab.log") as pair:
+        yield pair
 
 
 @pytest.fixture
-def env(engine: Engine, deployment: DeploymentProcess) -> Iterator[PodiumEnv]:
-    with httpx.Client(base_url=engine.ingress_url, timeout=60) as client:
-        yield PodiumEnv(engine.ingress_url, engine.admin_url, deployment.url, client)
+def deployment(deployed: tuple[PodiumEnv, DeploymentProcess]) -> DeploymentProcess:
+    return deployed[1]
+
+
+@pytest.fixture
+def env(deployed: tuple[PodiumEnv, DeploymentProcess]) -> PodiumEnv:
+    return deployed[0]
 
 
 def crash_when(env: PodiumEnv, deployment: DeploymentProcess, key: str, event: str) -> None:

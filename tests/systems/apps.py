@@ -4,8 +4,8 @@ import restate
 
 from services.banking.app import SERVICES as BANKING
 from services.commerce.app import SERVICES as COMMERCE
-from services.insurance.app import SERVICES as INSURANCE
 from services.common.app import SERVICES as COMMON
+from services.insurance.app import SERVICES as INSURANCE
 from services.patterns.app import app as patterns
 from services.provisioning.app import SERVICES as PROVISIONING
 from services.travel.app import SERVICES as TRAVEL

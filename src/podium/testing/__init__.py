@@ -6,6 +6,8 @@ The pytest plugin (:mod:`podium.testing.plugin`, loaded automatically when podiu
   ``--podium-ingress-url`` and ``--podium-admin-url``, an engine that is already running.
 - ``podium_env``: the app returned by your ``podium_app`` fixture, served in-process on a free port and
   registered, as a :class:`PodiumEnv` with an HTTP client on the ingress.
+- ``podium_private_engine`` (module): an engine of the module's own, for tests that kill or restart it;
+  with :func:`process_env` to serve an app in a process that can be killed with SIGKILL.
 
 Isolate tests with fresh keys (:func:`new_key`) rather than teardown. Poll with :func:`assert_eventually`;
 never sleep.
@@ -25,7 +27,14 @@ from typing import Any, TypeVar
 
 import httpx
 
-from podium.runtime import Engine, EngineConfig, ThreadedServer, free_port, register_deployment
+from podium.runtime import (
+    DeploymentProcess,
+    Engine,
+    EngineConfig,
+    ThreadedServer,
+    free_port,
+    register_deployment,
+)
 from podium.runtime._serve import AsgiApp
 
 T = TypeVar("T")
@@ -112,6 +121,28 @@ class PodiumEnv:
             raise AssertionError(f"cancel {invocation_id} answered {response.status_code}: {response.text}")
 
 
+@contextmanager
+def process_env(
+    engine: Engine, app_spec: str, *, log_file: Path, env: dict[str, str] | None = None
+) -> Iterator[tuple[PodiumEnv, DeploymentProcess]]:
+    """Serve ``app_spec`` in a process of its own, register it with ``engine``, and yield both.
+
+    For tests that ``kill -9`` a deployment (``process.kill(); process.start()`` restarts it on the same
+    port) or restart the engine. ``PODIUM_DATA_DIR`` is passed on, so the process shares the test's
+    data; ``env`` adds to it.
+    """
+    environment = {k: v for k, v in os.environ.items() if k == "PODIUM_DATA_DIR"}
+    environment.update(env or {})
+    process = DeploymentProcess(app_spec, log_file=log_file, env=environment)
+    process.start()
+    try:
+        engine.register(process.url)
+        with httpx.Client(base_url=engine.ingress_url, timeout=60.0) as client:
+            yield PodiumEnv(engine.ingress_url, engine.admin_url, process.url, client), process
+    finally:
+        process.stop()
+
+
 def assert_eventually(
     check: Callable[[], T],
     *,
@@ -180,6 +211,7 @@ __all__ = [
     "assert_eventually",
     "engine_from_environment",
     "new_key",
+    "process_env",
     "running_engine",
     "test_engine_config",
 ]

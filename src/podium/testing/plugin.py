@@ -82,6 +82,17 @@ def podium_engine(
         engine.stop()
 
 
+@pytest.fixture(scope="module")
+def podium_private_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    """An engine for this module alone (crash tests kill and restart it without disturbing others)."""
+    engine = Engine(test_engine_config(tmp_path_factory.mktemp("podium-private-engine")))
+    engine.start()
+    try:
+        yield engine
+    finally:
+        engine.stop()
+
+
 @pytest.fixture(scope="session")
 def podium_deployer(podium_engine: EngineHandle) -> Iterator[Deployer]:
     """Serves each app under test once per session and registers it with the engine."""

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from podium.runtime import DeploymentProcess, Engine
-from podium.testing import PodiumEnv, assert_eventually, new_key, running_engine
+from podium.testing import PodiumEnv, assert_eventually, new_key, process_env
 from services.common.providers import MailProvider, PaymentGateway
 from tests.systems.commerce.conftest import holds
 
@@ -326,31 +324,27 @@ def test_bad_requests_are_400_naming_the_field(
 # -- kill -9 of the service process mid-order ----------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def crash_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    with running_engine(tmp_path_factory.mktemp("fulfilment-crash-engine")) as engine:
-        yield engine
+@pytest.fixture
+def crash_engine(podium_private_engine: Engine) -> Engine:
+    return podium_private_engine
 
 
 @pytest.fixture
-def crash_deployment(crash_engine: Engine, tmp_path: Path) -> Iterator[DeploymentProcess]:
-    process = DeploymentProcess(
-        "tests.systems.apps:commerce",
-        log_file=tmp_path / "commerce.log",
-        env={"PODIUM_DATA_DIR": os.environ["PODIUM_DATA_DIR"]},
-    )
-    process.start()
-    crash_engine.register(process.url)
-    try:
-        yield process
-    finally:
-        process.stop()
+def crash_deployment_pair(
+    crash_engine: Engine, tmp_path: Path
+) -> Iterator[tuple[PodiumEnv, DeploymentProcess]]:
+    with process_env(crash_engine, "tests.systems.apps:commerce", log_file=tmp_path / "commerce.log") as pair:
+        yield pair
 
 
 @pytest.fixture
-def crash_env(crash_engine: Engine, crash_deployment: DeploymentProcess) -> Iterator[PodiumEnv]:
-    with httpx.Client(base_url=crash_engine.ingress_url, timeout=60) as client:
-        yield PodiumEnv(crash_engine.ingress_url, crash_engine.admin_url, crash_deployment.url, client)
+def crash_deployment(crash_deployment_pair: tuple[PodiumEnv, DeploymentProcess]) -> DeploymentProcess:
+    return crash_deployment_pair[1]
+
+
+@pytest.fixture
+def crash_env(crash_deployment_pair: tuple[PodiumEnv, DeploymentProcess]) -> PodiumEnv:
+    return crash_deployment_pair[0]
 
 
 @pytest.mark.parametrize(

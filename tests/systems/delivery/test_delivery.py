@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from podium.runtime import DeploymentProcess, Engine
-from podium.testing import PodiumEnv, assert_eventually, new_key, running_engine
+from podium.testing import PodiumEnv, assert_eventually, new_key, process_env
 from services.common.providers import PaymentGateway
 from tests.systems.delivery.conftest import delivery, zone_with
 
@@ -186,26 +184,15 @@ def test_bad_orders_are_400(podium_env: PodiumEnv, change: dict[str, Any], messa
 # -- waits that survive crashes -------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    with running_engine(tmp_path_factory.mktemp("delivery-engine")) as engine:
-        yield engine
+@pytest.fixture
+def engine(podium_private_engine: Engine) -> Engine:
+    return podium_private_engine
 
 
 @pytest.fixture
 def crash_env(engine: Engine, tmp_path: Path) -> Iterator[tuple[PodiumEnv, DeploymentProcess]]:
-    process = DeploymentProcess(
-        "tests.systems.delivery.apps:app",
-        log_file=tmp_path / "delivery.log",
-        env={"PODIUM_DATA_DIR": os.environ["PODIUM_DATA_DIR"]},
-    )
-    process.start()
-    engine.register(process.url)
-    try:
-        with httpx.Client(base_url=engine.ingress_url, timeout=60) as http:
-            yield PodiumEnv(engine.ingress_url, engine.admin_url, process.url, http), process
-    finally:
-        process.stop()
+    with process_env(engine, "tests.systems.delivery.apps:app", log_file=tmp_path / "delivery.log") as pair:
+        yield pair
 
 
 def test_waiting_on_the_restaurant_survives_kill_9_and_an_engine_restart(

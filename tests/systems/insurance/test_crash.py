@@ -7,7 +7,6 @@ approval deadline (a durable timer) and the provider's delayed callback (a delay
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import httpx
 import pytest
 
 from podium.runtime import DeploymentProcess, Engine
-from podium.testing import ALWAYS_REPLAY, Deployer, PodiumEnv, running_engine
+from podium.testing import ALWAYS_REPLAY, Deployer, PodiumEnv, process_env, running_engine
 from tests.systems.insurance.apps import app
 from tests.systems.insurance.conftest import (
     claim,
@@ -31,31 +30,25 @@ from tests.systems.insurance.conftest import (
 pytestmark = pytest.mark.engine
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    with running_engine(tmp_path_factory.mktemp("insurance-engine")) as engine:
-        yield engine
+@pytest.fixture
+def engine(podium_private_engine: Engine) -> Engine:
+    return podium_private_engine
 
 
 @pytest.fixture
-def deployment(engine: Engine, tmp_path: Path) -> Iterator[DeploymentProcess]:
-    process = DeploymentProcess(
-        "tests.systems.insurance.apps:app",
-        log_file=tmp_path / "insurance.log",
-        env={"PODIUM_DATA_DIR": os.environ["PODIUM_DATA_DIR"]},
-    )
-    process.start()
-    engine.register(process.url)
-    try:
-        yield process
-    finally:
-        process.stop()
+def deployment_pair(engine: Engine, tmp_path: Path) -> Iterator[tuple[PodiumEnv, DeploymentProcess]]:
+    with process_env(engine, "tests.systems.insurance.apps:app", log_file=tmp_path / "insurance.log") as pair:
+        yield pair
 
 
 @pytest.fixture
-def env(engine: Engine, deployment: DeploymentProcess) -> Iterator[PodiumEnv]:
-    with httpx.Client(base_url=engine.ingress_url, timeout=60) as client:
-        yield PodiumEnv(engine.ingress_url, engine.admin_url, deployment.url, client)
+def deployment(deployment_pair: tuple[PodiumEnv, DeploymentProcess]) -> DeploymentProcess:
+    return deployment_pair[1]
+
+
+@pytest.fixture
+def env(deployment_pair: tuple[PodiumEnv, DeploymentProcess]) -> PodiumEnv:
+    return deployment_pair[0]
 
 
 def assert_paid_once(env: PodiumEnv, claim_id: str, cents: int = 125_000) -> None:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from podium.runtime import DeploymentProcess, Engine
-from podium.testing import PodiumEnv, assert_eventually, running_engine
+from podium.testing import PodiumEnv, assert_eventually, process_env
 from services.migration import stores
 from tests.systems.migration.conftest import seeded
 
@@ -144,26 +142,15 @@ def test_bad_input_is_a_400(podium_env: PodiumEnv, key: str, body: dict[str, Any
 # -- crashes -------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    with running_engine(tmp_path_factory.mktemp("migration-engine")) as engine:
-        yield engine
+@pytest.fixture
+def engine(podium_private_engine: Engine) -> Engine:
+    return podium_private_engine
 
 
 @pytest.fixture
 def crash_env(engine: Engine, tmp_path: Path) -> Iterator[tuple[PodiumEnv, DeploymentProcess]]:
-    process = DeploymentProcess(
-        "tests.systems.migration.apps:app",
-        log_file=tmp_path / "migration.log",
-        env={"PODIUM_DATA_DIR": os.environ["PODIUM_DATA_DIR"]},
-    )
-    process.start()
-    engine.register(process.url)
-    try:
-        with httpx.Client(base_url=engine.ingress_url, timeout=60) as http:
-            yield PodiumEnv(engine.ingress_url, engine.admin_url, process.url, http), process
-    finally:
-        process.stop()
+    with process_env(engine, "tests.systems.migration.apps:app", log_file=tmp_path / "migration.log") as pair:
+        yield pair
 
 
 def test_kill_9_mid_batch_finishes_with_every_row_once(

@@ -8,16 +8,14 @@ finishes with one of each resource and one welcome email.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from podium.runtime import DeploymentProcess, Engine
-from podium.testing import PodiumEnv, assert_eventually, new_key, running_engine
+from podium.testing import PodiumEnv, assert_eventually, new_key, process_env
 from services.common.providers import MailProvider
 from services.provisioning import stores
 from tests.systems.provisioning.conftest import (
@@ -32,31 +30,27 @@ from tests.systems.provisioning.conftest import (
 pytestmark = pytest.mark.engine
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    with running_engine(tmp_path_factory.mktemp("provisioning-engine")) as engine:
-        yield engine
+@pytest.fixture
+def engine(podium_private_engine: Engine) -> Engine:
+    return podium_private_engine
 
 
 @pytest.fixture
-def deployment(engine: Engine, tmp_path: Path) -> Iterator[DeploymentProcess]:
-    process = DeploymentProcess(
-        "tests.systems.provisioning.apps:app",
-        log_file=tmp_path / "provisioning.log",
-        env={"PODIUM_DATA_DIR": os.environ["PODIUM_DATA_DIR"]},
-    )
-    process.start()
-    engine.register(process.url)
-    try:
-        yield process
-    finally:
-        process.stop()
+def deployment_pair(engine: Engine, tmp_path: Path) -> Iterator[tuple[PodiumEnv, DeploymentProcess]]:
+    with process_env(
+        engine, "tests.systems.provisioning.apps:app", log_file=tmp_path / "provisioning.log"
+    ) as pair:
+        yield pair
 
 
 @pytest.fixture
-def env(engine: Engine, deployment: DeploymentProcess) -> Iterator[PodiumEnv]:
-    with httpx.Client(base_url=engine.ingress_url, timeout=60) as client:
-        yield PodiumEnv(engine.ingress_url, engine.admin_url, deployment.url, client)
+def deployment(deployment_pair: tuple[PodiumEnv, DeploymentProcess]) -> DeploymentProcess:
+    return deployment_pair[1]
+
+
+@pytest.fixture
+def env(deployment_pair: tuple[PodiumEnv, DeploymentProcess]) -> PodiumEnv:
+    return deployment_pair[0]
 
 
 def start_slow_provisioning(env: PodiumEnv) -> tuple[str, dict[str, Any]]:
