@@ -191,6 +191,8 @@ async def credit(ctx: ObjectContext, m: Movement) -> Account:
     state = await _load(ctx)
     if f"credit:{m.tx_id}" in state.done:
         return _view(ctx.key(), state)
+    if m.reverses is not None and f"reversed:{m.reverses}" in state.done:
+        return _view(ctx.key(), state)  # that debit was already given back, under another id
     if m.reverses is not None and f"debit:{m.reverses}" not in state.done:
         # Nothing to reverse (the debit never happened): void its id so a late debit is refused.
         state.done[f"void:{m.reverses}"] = units(state.balance_cents)
@@ -198,6 +200,8 @@ async def credit(ctx: ObjectContext, m: Movement) -> Account:
         return _view(ctx.key(), state)
     if ctx.key().startswith(FROZEN_PREFIX) and m.reverses is None:
         raise TerminalError(f"account {ctx.key()} is frozen and cannot receive money", 409)
+    if m.reverses is not None:
+        state.done[f"reversed:{m.reverses}"] = units(state.balance_cents)
     await _book(ctx, state, "credit", m)
     return _view(ctx.key(), state)
 

@@ -69,7 +69,7 @@ async def check(ctx: Context, req: TransferCheck) -> Decision:
             return Decision(
                 allowed=False, actor="ComplianceService", reason=f"{account} is a sanctioned party"
             )
-    key = _day_key(req.from_account, await ctx.time())
+    key = f"{req.from_account}:{req.day}" if req.day else _day_key(req.from_account, await ctx.time())
     usage = Usage(transfer_id=req.transfer_id, amount_cents=cents(req.amount), limit_cents=DAILY_LIMIT_CENTS)
     if not await call(ctx, reserve_usage, usage, key=key):
         limit = units(DAILY_LIMIT_CENTS)

@@ -20,6 +20,7 @@ funds is a clean ``failed`` result, and debit and credit are idempotent by trans
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -131,14 +132,17 @@ async def transfer(ctx: ObjectContext, req: TransferRequest) -> Transfer:
         return result("failed", reason)
     await record(ctx, tid, parties, "AccountService", "validate-funds", "ok")
 
+    day = dt.datetime.fromtimestamp(await ctx.time(), tz=dt.UTC).date().isoformat()
     check = TransferCheck(
-        transfer_id=tid, from_account=req.from_account, to_account=req.to_account, amount=req.amount
+        transfer_id=tid, from_account=req.from_account, to_account=req.to_account, amount=req.amount, day=day
     )
+    # The compliance check reserves against this day's limit; the undo releases it whether or not the
+    # check got to answer (a release of nothing is a no-op).
+    usage = [f"{req.from_account}:{day}"]
     hold_ref = HoldRef(hold_id=tid)
     try:
         async with Saga(ctx, "transfer") as saga:
             # 2. fraud and compliance at once; compliance reserves the day's usage, released on failure
-            usage: list[str] = []
             decisions: list[Decision] = await saga.step(
                 "checks",
                 lambda: fan_out_fail([call(ctx, assess_transfer, check), call(ctx, compliance_check, check)]),
@@ -147,8 +151,6 @@ async def transfer(ctx: ObjectContext, req: TransferRequest) -> Transfer:
             for decision in decisions:
                 outcome = "allowed" if decision.allowed else "blocked"
                 await record(ctx, tid, parties, decision.actor, "check", outcome, decision.reason or "")
-                if decision.usage_key:
-                    usage.append(decision.usage_key)
             blocked = [d for d in decisions if not d.allowed]
             if blocked:
                 raise TerminalError(f"blocked by {blocked[0].actor}: {blocked[0].reason}", 403)
@@ -278,6 +280,9 @@ async def run_money_transfer(ctx: ObjectContext, req: MoneyTransferRequest) -> T
     tid = req.transfer_id
     debit_tx, credit_tx = f"{tid}:debit", f"{tid}:credit"
     parties = [req.from_account, req.to_account]
+    missing = [a for a in parties if await _account(ctx, a) is None]
+    if missing:
+        return once.done(TransferResult(status="failed", reason=f"no account {', '.join(missing)}"))
     try:
         async with Saga(ctx, "money-transfer") as saga:
             await saga.step(
@@ -286,7 +291,9 @@ async def run_money_transfer(ctx: ObjectContext, req: MoneyTransferRequest) -> T
                 compensate=lambda: call(
                     ctx,
                     credit,
-                    Movement(tx_id=f"{tid}:reversal", amount=req.amount, reverses=debit_tx, memo="reversal"),
+                    Movement(
+                        tx_id=f"{debit_tx}:reversal", amount=req.amount, reverses=debit_tx, memo="reversal"
+                    ),
                     key=req.from_account,
                 ),
             )

@@ -122,9 +122,7 @@ async def complete_order(ctx: ObjectContext, order: Order) -> OrderResult:
             payment = await saga.step(
                 "payment",
                 lambda: _pay(ctx, order, keys),
-                compensate=lambda: fan_out_fail(
-                    [call(ctx, refund, RefundRequest(reason="order failed"), key=k) for k in keys]
-                ),
+                compensate=lambda: _refund_all(ctx, keys),
                 payload={"paymentIds": keys, "amount": order.total},
             )
             await status.update(phase="payment", progress=0.6, completed_step="payment")
@@ -177,7 +175,9 @@ async def _validate(ctx: ObjectContext, order: Order) -> None:
             ]
         )
     except FanOutError as exc:
-        raise TerminalError(f"order validation failed: {exc.message}", 400) from exc
+        # A check that answered "bad request" is the caller's mistake; one that broke is ours.
+        status = exc.status_code if exc.status_code >= 500 else 400
+        raise TerminalError(f"order validation failed: {exc.message}", status) from exc
     stock, method, shipping, fraud = answers
     failed = [
         name for name, ok in zip(names, [stock.available, method, shipping, fraud], strict=True) if not ok
@@ -215,11 +215,19 @@ async def _pay(ctx: ObjectContext, order: Order, keys: list[str]) -> PaymentInfo
     except RaceError as exc:
         raise TerminalError(f"payment failed: {exc.message}", 402) from exc
     result: Payment = winner.value
-    for index in winner.losers_cancelled:
-        # A cancelled charge may still have gone through: refund it by key (voids it if not).
-        loser = keys[0] if contenders[index] is primary else keys[1]
-        await call(ctx, refund, RefundRequest(reason="lost the payment race"), key=loser)
+    # Every other payment id is refunded by key: a cancelled charge may still have gone through, and
+    # both providers may have succeeded (on a replay their answers arrive together). A refund of an id
+    # that was never charged voids it, so a late charge is refused.
+    for key in keys:
+        if key != result.id:
+            await call(ctx, refund, RefundRequest(reason="lost the payment race"), key=key)
     return _payment_info(result)
+
+
+async def _refund_all(ctx: ObjectContext, keys: list[str]) -> None:
+    """Refund every payment id at once; raise if any refund failed (the saga then retries it)."""
+    result = await fan_out([call(ctx, refund, RefundRequest(reason="order failed"), key=k) for k in keys])
+    result.values()
 
 
 def _payment_info(payment: Payment) -> PaymentInfo:

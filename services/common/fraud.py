@@ -65,6 +65,9 @@ class TransferCheck(Model):
     from_account: str = Field(min_length=1)
     to_account: str = Field(min_length=1)
     amount: Decimal = Field(gt=0)
+    day: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
+    """The UTC day a daily limit counts against (the checker's clock when absent); given by the caller
+    so that it knows which day's usage to release if the transfer fails."""
 
 
 class Decision(Model):

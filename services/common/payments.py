@@ -1,4 +1,4 @@
-"""``PaymentService``: charges and refunds through the card gateway, idempotent by payment id.
+"""``PaymentService``: charges, refunds and payouts through the gateway, idempotent by payment id.
 
 A virtual object keyed by payment id (the caller's idempotency key for the payment, such as
 ``trip-001-payment``). Its state is the payment record, so a second ``Charge`` returns the first answer
@@ -31,7 +31,7 @@ _LOOKUP = RunOptions[dict[str, Any] | None](
 
 class ChargeRequest(Model):
     customer_id: str = Field(min_length=1)
-    amount: float = Field(gt=0, le=1_000_000)
+    amount: float = Field(ge=0.01, le=1_000_000)
     description: str = ""
     method: str = ""
     """The payment method (card token); see the providers' test data."""
@@ -39,7 +39,7 @@ class ChargeRequest(Model):
 
 
 class RefundRequest(Model):
-    amount: float | None = Field(default=None, gt=0)
+    amount: float | None = Field(default=None, ge=0.01)
     """Amount to refund; the whole remaining charge when omitted."""
     reason: str = ""
 
@@ -54,11 +54,18 @@ class Payment(Model):
     amount: float = 0.0
     refunded: float = 0.0
     status: str
-    """``charged``, ``declined``, ``refunded``, ``partially_refunded`` or ``voided`` (refund before any
-    charge: a late charge for this id is refused)."""
+    """``charged``, ``declined``, ``refunded``, ``partially_refunded``, ``voided`` (refund before any
+    charge: a late charge for this id is refused), or for payouts ``paid_out`` / ``refused``."""
     charge_id: str | None = None
     provider: str | None = None
     reason: str | None = None
+    request: str | None = None
+    """What was charged (customer, amount, description): a charge for the same payment id with a
+    different request is refused, so two systems that pick the same id cannot share one payment."""
+
+
+def _fingerprint(req: ChargeRequest) -> str:
+    return f"{req.customer_id}|{_cents(req.amount)}|{req.description}"
 
 
 def _cents(amount: float) -> int:
@@ -79,6 +86,8 @@ def _save(ctx: ObjectContext, payment: Payment) -> Payment:
 async def charge(ctx: ObjectContext, req: ChargeRequest) -> Payment:
     current = await _load(ctx)
     if current is not None:
+        if current.request is not None and current.request != _fingerprint(req):
+            raise TerminalError(f"payment {ctx.key()} was already used for a different charge", 409)
         if current.status == "voided":
             raise TerminalError(f"payment {ctx.key()} was voided before it was charged", 409)
         if current.status == "declined":
@@ -112,6 +121,7 @@ async def charge(ctx: ObjectContext, req: ChargeRequest) -> Payment:
                     amount=req.amount,
                     status="declined",
                     reason=exc.message,
+                    request=_fingerprint(req),
                 ),
             )
         raise
@@ -124,6 +134,7 @@ async def charge(ctx: ObjectContext, req: ChargeRequest) -> Payment:
             status="charged",
             charge_id=answer["chargeId"],
             provider=req.provider,
+            request=_fingerprint(req),
         ),
     )
 
@@ -155,7 +166,9 @@ async def refund(ctx: ObjectContext, req: RefundRequest) -> Payment:
         raise TerminalError(
             f"refund of {cents / 100:.2f} exceeds the {remaining / 100:.2f} left on payment {key}", 409
         )
-    refund_key = f"{key}:refund:{_cents(current.refunded)}"
+    if cents <= 0:
+        raise TerminalError("amount: a refund moves at least 0.01", 400)
+    refund_key = f"{key}:refund:{_cents(current.refunded)}:{cents}"
     charge_id = current.charge_id or ""
 
     def call_gateway() -> dict[str, Any]:
@@ -170,6 +183,63 @@ async def refund(ctx: ObjectContext, req: RefundRequest) -> Payment:
         "refunded" if _cents(current.refunded) == _cents(current.amount) else "partially_refunded"
     )
     return _save(ctx, current)
+
+
+class PayoutRequest(Model):
+    customer_id: str = Field(min_length=1)
+    amount: float = Field(ge=0.01, le=1_000_000)
+    description: str = ""
+
+
+@payments.handler("Payout")
+async def payout(ctx: ObjectContext, req: PayoutRequest) -> Payment:
+    """Send money to the customer, once per payment id (a repeat returns the first answer)."""
+    current = await _load(ctx)
+    fingerprint = f"payout|{req.customer_id}|{_cents(req.amount)}|{req.description}"
+    if current is not None:
+        if current.request != fingerprint:
+            raise TerminalError(f"payment {ctx.key()} was already used for a different operation", 409)
+        if current.status == "refused":
+            raise TerminalError(current.reason or "payout refused", 402)
+        return current
+    gateway = PaymentGateway()
+    key = ctx.key()
+
+    def call_gateway() -> dict[str, Any]:
+        try:
+            return gateway.payout(
+                key, customer_id=req.customer_id, amount_cents=_cents(req.amount), description=req.description
+            )
+        except ProviderError as exc:
+            raise TerminalError(exc.message, exc.code) from exc
+
+    try:
+        answer = await ctx.run_typed("gateway payout", call_gateway, _RUN)
+    except TerminalError as exc:
+        if exc.status_code == 402:
+            _save(
+                ctx,
+                Payment(
+                    id=key,
+                    customer_id=req.customer_id,
+                    amount=req.amount,
+                    status="refused",
+                    reason=exc.message,
+                    request=fingerprint,
+                ),
+            )
+        raise
+    return _save(
+        ctx,
+        Payment(
+            id=key,
+            customer_id=req.customer_id,
+            amount=req.amount,
+            status="paid_out",
+            charge_id=answer["payoutId"],
+            request=fingerprint,
+        ),
+    )
 
 
 @payments.handler("Get", kind="shared")

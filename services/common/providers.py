@@ -193,6 +193,30 @@ class PaymentGateway(_Store):
             raise ProviderError(f"card declined for customer {customer_id} by {provider}", 402)
         return answer
 
+    def payout(self, key: str, *, customer_id: str, amount_cents: int, description: str) -> dict[str, Any]:
+        """Send money to a customer once per ``key`` (an insurance payout, a marketplace settlement).
+
+        Raises:
+            ProviderError: 402 when the receiving account refuses it (customers ``declined-…``).
+        """
+        with self._tx() as db:
+            answer = self._replay(db, key)
+            if answer is None:
+                payout_id = f"po_{uuid.uuid4().hex[:16]}"
+                refused = customer_id.startswith(DECLINED_PREFIX)
+                answer = {
+                    "payoutId": payout_id,
+                    "status": "refused" if refused else "sent",
+                    "amountCents": amount_cents,
+                }
+                if not refused:
+                    detail = {"customerId": customer_id, "description": description}
+                    self._effect(db, key, "payout", payout_id, amount_cents, detail)
+                self._remember(db, key, "payout", answer)
+        if answer["status"] == "refused":
+            raise ProviderError(f"the account of customer {customer_id} refused the payout", 402)
+        return answer
+
     def charge_for_key(self, key: str) -> dict[str, Any] | None:
         """The answer this gateway gave to a charge with ``key``, if any (a read: counts no request)."""
         with self._tx() as db:

@@ -140,10 +140,10 @@ async def answer_offer(ctx: ObjectContext, req: AnswerRequest) -> Driver:
 
 @drivers.handler("Withdraw")
 async def withdraw(ctx: ObjectContext, req: DriverOrder) -> None:
-    """Take back an offer that was not answered in time."""
+    """Take back an offer that was not answered in time (an acceptance that came too late included)."""
     pool = await _pool(ctx)
     driver = pool.get(req.driver_id)
-    if driver is not None and driver.order_id == req.order_id and driver.status == "offered":
+    if driver is not None and driver.order_id == req.order_id and driver.status in ("offered", "assigned"):
         driver.status, driver.order_id, driver.answer_awakeable = "available", None, None
         _save(ctx, pool)
 

@@ -20,11 +20,11 @@ class DeliveryOrder(Model):
     items: list[Dish] = Field(min_length=1)
     total: float = Field(gt=0, le=10_000)
     address: str = Field(min_length=1)
-    driver_answer_ms: int = Field(default=60_000, gt=0)
+    driver_answer_ms: int = Field(default=60_000, gt=0, le=86_400_000)
     """How long a driver has to accept an offer before it goes to the next one."""
-    ready_timeout_ms: int = Field(default=3_600_000, gt=0)
+    ready_timeout_ms: int = Field(default=3_600_000, gt=0, le=7 * 86_400_000)
     """How long to wait for the restaurant to signal the food is ready."""
-    delivery_timeout_ms: int = Field(default=7_200_000, gt=0)
+    delivery_timeout_ms: int = Field(default=7_200_000, gt=0, le=7 * 86_400_000)
     """How long to wait for pick-up and for delivery."""
 
 

@@ -177,7 +177,7 @@ async def _assign(ctx: ObjectContext, order: DeliveryOrder, order_id: str, drive
         tried.append(offered.driver_id)
         driver[:] = [offered.driver_id]
         timed = await with_timeout(ctx, answer, timedelta(milliseconds=order.driver_answer_ms), cancel=False)
-        if not timed.timed_out and timed.value is not None and timed.value["accept"]:
+        if not timed.timed_out and isinstance(timed.value, dict) and timed.value.get("accept") is True:
             return offered.driver_id
         await call(ctx, withdraw, DriverOrder(driver_id=offered.driver_id, order_id=order_id), key=order.zone)
         driver.clear()

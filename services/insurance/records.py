@@ -56,7 +56,7 @@ def _automatic_answer(req: RecordsRequest) -> MedicalRecords | None:
     if mode is policies.RecordsMode.COVERED:
         return MedicalRecords(
             covered=True,
-            findings=f"treatment on {req.incident_date} consistent with the claim: {req.description}",
+            findings=f"treatment on {req.incident_date} consistent with the claim: {req.description}"[:2000],
             provider="auto",
         )
     if mode is policies.RecordsMode.NOT_COVERED:

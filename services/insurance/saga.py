@@ -29,6 +29,7 @@ from __future__ import annotations
 import datetime as dt
 from datetime import timedelta
 
+from pydantic import ValidationError
 from restate import WorkflowContext, WorkflowSharedContext
 
 from podium import (
@@ -44,7 +45,7 @@ from podium import (
     with_timeout,
 )
 from services.common.notifications import EmailRequest, send_email
-from services.common.payments import ChargeRequest, charge
+from services.common.payments import PayoutRequest, payout
 from services.insurance.models import (
     Claim,
     ClaimOutcome,
@@ -197,7 +198,12 @@ async def _process(ctx: WorkflowContext, claim: Claim, status: StatusTracker, st
             return await state.close("timeout", f"medical records were not received within {wait}")
         records = file.records
     else:
-        records = MedicalRecords.model_validate(timed.value)
+        try:
+            records = MedicalRecords.model_validate(timed.value)
+        except ValidationError as exc:  # the callback id is not secret: anyone could send junk
+            return await state.close(
+                "failed", f"the medical records callback sent invalid data: {exc.errors()[0]['msg']}"
+            )
     state.result.records = records
     if not records.covered:
         return await state.close("rejected", f"medical records do not support the claim: {records.findings}")
@@ -232,8 +238,8 @@ async def _process(ctx: WorkflowContext, claim: Claim, status: StatusTracker, st
     try:
         await call(
             ctx,
-            charge,
-            ChargeRequest(
+            payout,
+            PayoutRequest(
                 customer_id=claim.customer_id, amount=claim.amount, description=f"payout of claim {claim_id}"
             ),
             key=payment_id,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field
 from restate import (
@@ -102,7 +102,7 @@ async def enrich_product(ctx: Context, req: ProductRef) -> EnrichedProduct:
 
 
 class UserBatch(Model):
-    user_ids: list[str] = Field(min_length=1, max_length=10_000)
+    user_ids: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1, max_length=10_000)
     max_concurrency: int = Field(default=10, ge=1, le=100)
 
 
@@ -159,7 +159,7 @@ async def fetch_data(ctx: Context, req: FetchRequest) -> Data:
 class ApprovalRequest(Model):
     request_id: str = Field(min_length=1)
     amount: float = Field(gt=0)
-    timeout_ms: int = Field(default=24 * 3600 * 1000, gt=0)
+    timeout_ms: int = Field(default=24 * 3600 * 1000, gt=0, le=30 * 24 * 3600 * 1000)
     """How long to wait for a person (the seed's 24 h by default)."""
 
 

@@ -168,7 +168,7 @@ class DnsUpdate(DnsRecord):
 
 
 class AppRef(Model):
-    app: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    app: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 class EnvironmentView(Model):

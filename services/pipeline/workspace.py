@@ -31,11 +31,12 @@ _NOT_SOURCE = ("__pycache__", "*.pyc", ".pytest_cache", ".*-junit.xml")
 
 ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 """Pipeline, deployment and build ids: they name folders."""
-NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
-"""Application (image repository) names."""
+NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+"""Application (image repository) names; they are DNS labels too (the default hostname), so they do not
+end with a dash."""
 VERSION = r"^[0-9]{1,6}\.[0-9]{1,6}\.[0-9]{1,6}$"
 """Release versions: ``MAJOR.MINOR.PATCH``."""
-IMAGE_TAG = r"^[a-z0-9][a-z0-9-]{0,62}:[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+IMAGE_TAG = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?:[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 """Images: ``<repository>:<tag>``; the repository is the application's name."""
 RUN = r"^(pipeline|deployment|build)/[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 """Who does the work (see the module docs)."""

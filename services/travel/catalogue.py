@@ -82,7 +82,10 @@ def seat_price(origin: str, destination: str) -> float:
 
 def flight_capacity(flight_key: str) -> int:
     """Seats on the flight ``FROM-TO-DATE``."""
-    origin, destination = flight_key.split("-", 2)[:2]
+    parts = flight_key.split("-", 2)
+    if len(parts) != 3 or parts[0] not in AIRPORTS or parts[1] not in AIRPORTS:
+        raise TerminalError(f"flight key {flight_key!r} must be FROM-TO-DATE with catalogue airports", 400)
+    origin, destination = parts[0], parts[1]
     if SOLD_OUT_AIRPORT in (origin, destination):
         return 0
     return SEATS_PER_FLIGHT

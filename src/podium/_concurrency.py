@@ -281,6 +281,9 @@ class RaceResult(Generic[T]):
     value: T
     losers_cancelled: list[int] = field(default_factory=list)
     """Contenders that were still running and were cancelled."""
+    also_succeeded: list[int] = field(default_factory=list)
+    """Contenders that finished successfully at the same moment as the winner (their effects happened:
+    undo them if the race was over side effects). Seen mostly on replay, when results arrive together."""
 
 
 async def race(futures: Sequence[RestateDurableFuture[T]]) -> RaceResult[T]:
@@ -297,13 +300,14 @@ async def race(futures: Sequence[RestateDurableFuture[T]]) -> RaceResult[T]:
     pending = list(futures)
     while pending:
         done, pending = await wait_completed(*pending)
-        for future in done:
+        for position, future in enumerate(done):
             outcome = await _settle(future)
             outcomes[index[id(future)]] = outcome
             if outcome.ok:
+                also = [index[id(f)] for f in done[position + 1 :] if (await _settle(f)).ok]
                 await _cancel(pending)
                 cancelled = sorted(index[id(f)] for f in pending)
-                return RaceResult(index[id(future)], outcome.value, cancelled)  # type: ignore[arg-type]
+                return RaceResult(index[id(future)], outcome.value, cancelled, sorted(also))  # type: ignore[arg-type]
     raise RaceError.from_outcomes("every contender failed", outcomes)
 
 

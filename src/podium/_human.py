@@ -71,10 +71,15 @@ async def wait_for_approval(
 ) -> ApprovalResult:
     """Wait for approve or reject on promise ``name`` until ``timeout``; see :func:`add_approval_handlers`."""
     timed = await race_promise_with_timeout(ctx, name, timeout, dict)
-    if timed.timed_out or timed.value is None:
+    value = timed.value
+    if timed.timed_out or value is None:
+        # Close the door first, then look once more: a decision accepted just as the timer fired was
+        # told it counts, so it does.
         ctx.set(_state_key(name), ApprovalOutcome.TIMED_OUT.value)
-        return ApprovalResult(outcome=ApprovalOutcome.TIMED_OUT)
-    decision = Decision.model_validate(timed.value)
+        value = await ctx.promise(name, type_hint=dict).peek()
+        if value is None:
+            return ApprovalResult(outcome=ApprovalOutcome.TIMED_OUT)
+    decision = Decision.model_validate(value)
     outcome = ApprovalOutcome.APPROVED if decision.approved else ApprovalOutcome.REJECTED
     return ApprovalResult(outcome=outcome, decision=decision)
 

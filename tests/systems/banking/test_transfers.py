@@ -245,3 +245,9 @@ def test_money_transfer_saga_rejects_a_mismatched_id(podium_env: PodiumEnv) -> N
     )
     assert response.status_code == 400
     assert "does not match the id in the URL" in response.json()["message"]
+
+
+def test_money_transfer_saga_with_an_unknown_account_fails_cleanly(podium_env: PodiumEnv) -> None:
+    b = open_account(podium_env, 0)
+    result = run_saga(podium_env, "acct-nobody", b, 5)
+    assert (result["status"], result["reason"]) == ("failed", "no account acct-nobody")

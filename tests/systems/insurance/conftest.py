@@ -87,7 +87,7 @@ def payouts(claim_id: str) -> tuple[list[dict[str, Any]], int]:
     """Money the gateway moved for the claim's payment id, and how many requests it received for it."""
     gateway = PaymentGateway()
     key = f"{claim_id}-payment"
-    return [e for e in gateway.effects(kind="charge") if e["key"] == key], gateway.requests(key)
+    return [e for e in gateway.effects(kind="payout") if e["key"] == key], gateway.requests(key)
 
 
 def letters(claim_id: str) -> list[dict[str, Any]]:

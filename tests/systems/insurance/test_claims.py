@@ -283,13 +283,13 @@ def test_a_declined_payout_after_approval_is_reported_for_manual_review(podium_e
     assert result["approval"]["approved"] is True  # the approval stands: it cannot be withdrawn
     assert result["paymentId"] == f"{claim_id}-payment"
     assert f"the claim was approved but the payout {claim_id}-payment failed" in result["reason"]
-    assert "card declined for customer declined-frank" in result["reason"]
+    assert "the account of customer declined-frank refused the payout" in result["reason"]
     assert "needs manual review" in result["reason"]
     charged, requests = payouts(claim_id)
     assert charged == []  # no money moved
     assert requests == 1  # asked once; the decline is final
     payment = podium_env.call(f"/PaymentService/{claim_id}-payment/Get")
-    assert payment["status"] == "declined"
+    assert payment["status"] == "refused"
     final = status(podium_env, claim_id)
     assert (final["phase"], final["isComplete"]) == ("payment_failed", True)
     assert final["error"] == result["reason"]
