@@ -13,6 +13,7 @@ retried or delayed call) is refused.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -82,6 +83,37 @@ def _save(ctx: ObjectContext, payment: Payment) -> Payment:
     return payment
 
 
+async def _move_money(
+    ctx: ObjectContext,
+    operation: str,
+    gateway_call: Callable[[], dict[str, Any]],
+    record: Payment,
+    *,
+    done: str,
+    refused: str,
+    reference: str,
+) -> Payment:
+    """Run one gateway operation once (``ctx.run``, keyed by the payment id) and record its outcome.
+
+    A 402 from the gateway is its final word and is recorded as ``refused``; any other terminal error
+    (a cancellation, say) is not: the gateway's record by key stays the truth for a later refund.
+    """
+
+    def attempt() -> dict[str, Any]:
+        try:
+            return gateway_call()
+        except ProviderError as exc:
+            raise TerminalError(exc.message, exc.code) from exc
+
+    try:
+        answer = await ctx.run_typed(f"gateway {operation}", attempt, _RUN)
+    except TerminalError as exc:
+        if exc.status_code == 402:
+            _save(ctx, record.model_copy(update={"status": refused, "reason": exc.message}))
+        raise
+    return _save(ctx, record.model_copy(update={"status": done, "charge_id": answer[reference]}))
+
+
 @payments.handler("Charge")
 async def charge(ctx: ObjectContext, req: ChargeRequest) -> Payment:
     current = await _load(ctx)
@@ -93,49 +125,30 @@ async def charge(ctx: ObjectContext, req: ChargeRequest) -> Payment:
         if current.status == "declined":
             raise TerminalError(current.reason or "card declined", 402)
         return current
-    gateway = PaymentGateway()
-    key = ctx.key()
-
-    def call_gateway() -> dict[str, Any]:
-        try:
-            return gateway.charge(
-                key,
-                customer_id=req.customer_id,
-                amount_cents=_cents(req.amount),
-                description=req.description,
-                method=req.method,
-                provider=req.provider,
-            )
-        except ProviderError as exc:
-            raise TerminalError(exc.message, exc.code) from exc
-
-    try:
-        answer = await ctx.run_typed("gateway charge", call_gateway, _RUN)
-    except TerminalError as exc:
-        if exc.status_code == 402:  # only a decline is the gateway's final word; a cancellation is not
-            _save(
-                ctx,
-                Payment(
-                    id=key,
-                    customer_id=req.customer_id,
-                    amount=req.amount,
-                    status="declined",
-                    reason=exc.message,
-                    request=_fingerprint(req),
-                ),
-            )
-        raise
-    return _save(
+    gateway, key = PaymentGateway(), ctx.key()
+    record = Payment(
+        id=key,
+        customer_id=req.customer_id,
+        amount=req.amount,
+        status="pending",
+        provider=req.provider,
+        request=_fingerprint(req),
+    )
+    return await _move_money(
         ctx,
-        Payment(
-            id=key,
+        "charge",
+        lambda: gateway.charge(
+            key,
             customer_id=req.customer_id,
-            amount=req.amount,
-            status="charged",
-            charge_id=answer["chargeId"],
+            amount_cents=_cents(req.amount),
+            description=req.description,
+            method=req.method,
             provider=req.provider,
-            request=_fingerprint(req),
         ),
+        record,
+        done="charged",
+        refused="declined",
+        reference="chargeId",
     )
 
 
@@ -202,43 +215,20 @@ async def payout(ctx: ObjectContext, req: PayoutRequest) -> Payment:
         if current.status == "refused":
             raise TerminalError(current.reason or "payout refused", 402)
         return current
-    gateway = PaymentGateway()
-    key = ctx.key()
-
-    def call_gateway() -> dict[str, Any]:
-        try:
-            return gateway.payout(
-                key, customer_id=req.customer_id, amount_cents=_cents(req.amount), description=req.description
-            )
-        except ProviderError as exc:
-            raise TerminalError(exc.message, exc.code) from exc
-
-    try:
-        answer = await ctx.run_typed("gateway payout", call_gateway, _RUN)
-    except TerminalError as exc:
-        if exc.status_code == 402:
-            _save(
-                ctx,
-                Payment(
-                    id=key,
-                    customer_id=req.customer_id,
-                    amount=req.amount,
-                    status="refused",
-                    reason=exc.message,
-                    request=fingerprint,
-                ),
-            )
-        raise
-    return _save(
+    gateway, key = PaymentGateway(), ctx.key()
+    record = Payment(
+        id=key, customer_id=req.customer_id, amount=req.amount, status="pending", request=fingerprint
+    )
+    return await _move_money(
         ctx,
-        Payment(
-            id=key,
-            customer_id=req.customer_id,
-            amount=req.amount,
-            status="paid_out",
-            charge_id=answer["payoutId"],
-            request=fingerprint,
+        "payout",
+        lambda: gateway.payout(
+            key, customer_id=req.customer_id, amount_cents=_cents(req.amount), description=req.description
         ),
+        record,
+        done="paid_out",
+        refused="refused",
+        reference="payoutId",
     )
 
 
