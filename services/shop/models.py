@@ -1,0 +1,151 @@
+"""The shop's JSON on the wire (camelCase), and how the read side summarises an order."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from podium import Model, SagaLog
+from services.shop.events import EventType, OrderState, OrderStatus, TrackingUpdate, fingerprint
+
+MAX_TOTAL = 1_000_000.0
+"""The largest order the payment gateway takes."""
+
+
+class Item(Model):
+    """One order line, priced as the customer saw it at checkout."""
+
+    sku: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    quantity: int = Field(gt=0, le=1_000)
+    unit_price: float = Field(gt=0, le=100_000)
+
+
+class Address(Model):
+    """Where the parcel goes (``country``: two capital letters)."""
+
+    name: str = ""
+    street: str = Field(min_length=1)
+    city: str = Field(min_length=1)
+    zip: str = Field(min_length=1, max_length=10)
+    country: str = Field(pattern=r"^[A-Z]{2}$")
+
+
+class PlaceOrder(Model):
+    """``POST /ShopOrder/{orderId}/Place``."""
+
+    order_id: str | None = None
+    """Optional; when given it must be the id in the URL."""
+    customer_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    items: list[Item] = Field(min_length=1, max_length=50)
+    shipping_address: Address
+    payment_method: str = Field(default="card-visa", min_length=1)
+    correlation_id: str | None = Field(default=None, min_length=1, max_length=100)
+    """Optional; generated when absent. Not part of the order: a retry with another one is the same order."""
+
+    @model_validator(mode="after")
+    def _total_within_limit(self) -> PlaceOrder:
+        if self.total > MAX_TOTAL:
+            raise ValueError(f"items: the order comes to {self.total:.2f}, above the 1,000,000 limit")
+        return self
+
+    @property
+    def total(self) -> float:
+        """What the customer pays: the sum of the lines, to the cent."""
+        return round(sum(i.quantity * i.unit_price for i in self.items), 2)
+
+    @property
+    def lines(self) -> dict[str, int]:
+        """Units per SKU (an order may list a SKU twice), sorted by SKU."""
+        units: Counter[str] = Counter()
+        for item in self.items:
+            units[item.sku] += item.quantity
+        return dict(sorted(units.items()))
+
+    def fingerprint(self) -> str:
+        """Identifies the order's content; the order id and the correlation id are left out."""
+        return fingerprint(self.model_dump_json(exclude={"order_id", "correlation_id"}))
+
+
+class OpenOrder(Model):
+    """``ShopOrder/{orderId}/Open``: record ``OrderPlaced`` once (the saga's first command)."""
+
+    order: PlaceOrder
+    correlation_id: str = Field(min_length=1)
+
+
+class RecordEvent(Model):
+    """``ShopOrder/{orderId}/Record``: append one event, if the order's state allows it."""
+
+    type: EventType
+    event_id: str = Field(min_length=1, max_length=200)
+    """Idempotency key: recording the same id again returns the order unchanged."""
+    actor: str = Field(min_length=1)
+    data: dict[str, Any] = {}
+
+
+class OrderSummary(Model):
+    """What the read side shows of one order (the saga's answer, the read model, the live status)."""
+
+    order_id: str
+    customer_id: str
+    status: OrderStatus
+    total: float
+    lines: dict[str, int]
+    payment_id: str | None = None
+    charged: float = 0.0
+    refunded: float = 0.0
+    shipment_id: str | None = None
+    tracking_number: str | None = None
+    carrier: str | None = None
+    tracking: list[TrackingUpdate] = []
+    reason: str | None = None
+    correlation_id: str
+    placed_at: str | None = None
+    updated_at: str | None = None
+    version: int
+    """The sequence number of the last event reflected."""
+    events: list[EventType]
+    """Event types, in order."""
+
+    @classmethod
+    def of(cls, state: OrderState) -> OrderSummary:
+        """Summarise a folded order."""
+        return cls(
+            order_id=state.order_id,
+            customer_id=state.customer_id,
+            status=state.status,
+            total=state.total,
+            lines=state.lines,
+            payment_id=state.payment_id,
+            charged=state.charged,
+            refunded=state.refunded,
+            shipment_id=state.shipment_id,
+            tracking_number=state.tracking_number,
+            carrier=state.carrier,
+            tracking=state.tracking,
+            reason=state.reason,
+            correlation_id=state.correlation_id,
+            placed_at=state.placed_at,
+            updated_at=state.updated_at,
+            version=state.version,
+            events=state.history,
+        )
+
+
+class LiveStatus(Model):
+    """``ShopOrder/{orderId}/GetStatus``: phase and progress from the fold, while the saga runs."""
+
+    order_id: str
+    phase: OrderStatus
+    progress: float
+    current_step: str | None
+    completed_steps: list[str]
+    is_complete: bool
+    reason: str | None
+    updated_at: str | None
+    version: int
+    saga: SagaLog | None = None
+    """The saga's own log (steps, compensations, dead letters)."""

@@ -1,0 +1,74 @@
+"""The shop system under test: its services plus the shared payments and notifications, and helpers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import restate
+
+from podium.testing import PodiumEnv, new_key
+from services.common.app import SERVICES as COMMON_SERVICES
+from services.common.providers import PaymentGateway
+from services.shop.app import SERVICES as SHOP_SERVICES
+
+shop = restate.app(services=[*SHOP_SERVICES, *COMMON_SERVICES])
+"""Also served in a process of its own by the crash test (``tests.systems.shop.conftest:shop``)."""
+
+
+@pytest.fixture
+def podium_app() -> Any:
+    return shop
+
+
+def order_body(**overrides: Any) -> dict[str, Any]:
+    """A ``Place`` body with a fresh customer (so counters belong to this test); total 49.97."""
+    customer = overrides.pop("customer_id", new_key("cust"))
+    body: dict[str, Any] = {
+        "customerId": customer,
+        "email": overrides.pop("email", f"{customer}@example.com"),
+        "items": overrides.pop(
+            "items",
+            [
+                {"sku": "WIDGET-1", "quantity": 2, "unitPrice": 14.99},
+                {"sku": "GADGET-2", "quantity": 1, "unitPrice": 19.99},
+            ],
+        ),
+        "shippingAddress": {"street": "1 Main St", "city": "Springfield", "zip": "12345", "country": "US"},
+        "paymentMethod": overrides.pop("method", "card-visa"),
+    }
+    body["shippingAddress"].update(overrides.pop("address", {}))
+    assert not overrides, f"unknown overrides {overrides}"
+    return body
+
+
+def place(env: PodiumEnv, order_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Place an order and return the answer (failing the test on an error status)."""
+    result: dict[str, Any] = env.call(f"/ShopOrder/{order_id}/Place", body)
+    return result
+
+
+def money(payment_id: str) -> dict[str, int]:
+    """What the gateway did for one payment id: charges, refunds, net cents kept, requests received."""
+    gateway = PaymentGateway()
+    charges = [e for e in gateway.effects(kind="charge") if e["key"] == payment_id]
+    subjects = {c["subject"] for c in charges}
+    refunds = [e for e in gateway.effects(kind="refund") if e["subject"] in subjects]
+    return {
+        "charges": len(charges),
+        "refunds": len(refunds),
+        "net": sum(c["amountCents"] for c in charges) - sum(r["amountCents"] for r in refunds),
+        "requests": gateway.requests(payment_id),
+    }
+
+
+def events(env: PodiumEnv, order_id: str) -> list[dict[str, Any]]:
+    """The order's event stream, from the event store."""
+    found: list[dict[str, Any]] = env.call(f"/ShopOrder/{order_id}/Events")
+    return found
+
+
+def stock(env: PodiumEnv, sku: str) -> dict[str, Any]:
+    """Stock level of one SKU."""
+    level: dict[str, Any] = env.call(f"/ShopStock/{sku}/Get")
+    return level

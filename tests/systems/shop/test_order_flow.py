@@ -1,0 +1,275 @@
+"""Seed 004's order saga on a real engine: the happy path, each compensation, idempotency, bad input."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from podium.testing import PodiumEnv, assert_eventually, new_key
+from services.common.providers import MailProvider
+from services.shop.app import BENCH_FLOW
+from tests.systems.shop.conftest import events, money, order_body, place, stock
+
+pytestmark = pytest.mark.engine
+
+HAPPY = ["OrderPlaced", "InventoryReserved", "PaymentProcessed", "ShipmentCreated", "OrderCompleted"]
+
+
+def shipment(env: PodiumEnv, order_id: str) -> dict[str, Any] | None:
+    response = env.post(f"/ShopShipping/{order_id}/Get")
+    if response.status_code == 404:
+        return None
+    assert response.status_code == 200, response.text
+    found: dict[str, Any] = response.json()
+    return found
+
+
+def held(env: PodiumEnv, sku: str) -> int:
+    reserved: int = stock(env, sku)["reserved"]
+    return reserved
+
+
+def view(env: PodiumEnv, order_id: str) -> dict[str, Any]:
+    """The read model's summary, once it has caught up with the event store."""
+
+    def caught_up() -> dict[str, Any]:
+        response = env.post(f"/ShopOrderView/{order_id}/Get")
+        found: dict[str, Any] = response.json() if response.status_code == 200 else {}
+        return found if found.get("version") == len(events(env, order_id)) else {}
+
+    return assert_eventually(caught_up, timeout=15, message=f"the read model of {order_id}")
+
+
+def trail(env: PodiumEnv, order_id: str, length: int) -> list[dict[str, Any]]:
+    def complete() -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = env.call(f"/ShopAudit/{order_id}/Entries")["entries"]
+        return found if len(found) == length else []
+
+    return assert_eventually(complete, timeout=15, message=f"the audit trail of {order_id}")
+
+
+def test_an_order_completes_and_every_side_sees_it_once(podium_env: PodiumEnv) -> None:
+    order_id, body = new_key("order"), order_body()
+    widgets_before = held(podium_env, "WIDGET-1")
+    result = place(podium_env, order_id, body)
+
+    assert result["status"] == "completed", result
+    assert result["events"] == HAPPY
+    assert result["total"] == 49.97
+    assert result["lines"] == {"GADGET-2": 1, "WIDGET-1": 2}
+    assert result["paymentId"] == f"{order_id}-payment"
+    assert result["trackingNumber"].startswith("SHP")
+    assert result["carrier"] == "podium-post"
+    assert result["reason"] is None
+
+    # One charge at the gateway, one label, the stock held.
+    assert money(f"{order_id}-payment") == {"charges": 1, "refunds": 0, "net": 4997, "requests": 1}
+    label = shipment(podium_env, order_id)
+    assert label is not None
+    assert label["trackingNumber"] == result["trackingNumber"]
+    assert held(podium_env, "WIDGET-1") >= widgets_before + 2
+
+    # The event store: gapless sequence, engine-clock times in order, one correlation id, each actor.
+    stream = events(podium_env, order_id)
+    assert [e["type"] for e in stream] == HAPPY
+    assert [e["sequence"] for e in stream] == [1, 2, 3, 4, 5]
+    assert [e["at"] for e in stream] == sorted(e["at"] for e in stream)
+    assert len({e["correlationId"] for e in stream}) == 1
+    assert stream[0]["actor"] == f"customer:{body['customerId']}"
+    assert {e["actor"] for e in stream[1:]} == {"ShopOrderSaga"}
+
+    # The read side caught up: the order's summary, the customer's list, the audit trail.
+    summary = view(podium_env, order_id)
+    assert {k: summary[k] for k in result} == result
+    listed = podium_env.call(f"/ShopCustomerOrders/{body['customerId']}/List")
+    assert [(o["orderId"], o["status"]) for o in listed] == [(order_id, "completed")]
+    entries = trail(podium_env, order_id, 5)
+    assert [(e["sequence"], e["operation"]) for e in entries] == list(enumerate(HAPPY, start=1))
+    assert {e["correlationId"] for e in entries} == {stream[0]["correlationId"]}
+    assert [e["actor"] for e in entries] == [e["actor"] for e in stream]
+
+    # The customer was told once, by email (the default preference).
+    mails = assert_eventually(lambda: MailProvider().outbox(body["email"]), message="the confirmation")
+    assert len(mails) == 1
+    assert result["trackingNumber"] in mails[0]["body"]
+
+    status = podium_env.call(f"/ShopOrder/{order_id}/GetStatus")
+    assert (status["phase"], status["progress"], status["isComplete"]) == ("completed", 1.0, True)
+    assert status["completedSteps"] == [
+        "reserve-inventory",
+        "process-payment",
+        "create-shipment",
+        "complete-order",
+    ]
+    assert status["saga"]["status"] == "completed"
+
+
+@pytest.mark.parametrize("trigger", ["declined-customer", "expired-card"])
+def test_a_declined_payment_releases_the_inventory_and_cancels(podium_env: PodiumEnv, trigger: str) -> None:
+    sku = new_key("LIMITED-5")
+    change: dict[str, Any] = (
+        {"customer_id": new_key("declined")} if trigger == "declined-customer" else {"method": "card-expired"}
+    )
+    order_id = new_key("order")
+    body = order_body(items=[{"sku": sku, "quantity": 3, "unitPrice": 10.0}], **change)
+    result = place(podium_env, order_id, body)
+
+    assert result["status"] == "cancelled"
+    assert "card declined" in result["reason"]
+    assert result["events"] == [
+        "OrderPlaced",
+        "InventoryReserved",
+        "PaymentFailed",
+        "InventoryReleased",
+        "OrderCancelled",
+    ]
+    assert money(f"{order_id}-payment") == {"charges": 0, "refunds": 0, "net": 0, "requests": 1}
+    assert stock(podium_env, sku)["available"] == 5
+    assert shipment(podium_env, order_id) is None
+    saga = podium_env.call(f"/ShopOrder/{order_id}/GetStatus")["saga"]
+    assert [(s["name"], s["status"]) for s in saga["steps"]] == [
+        ("reserve-inventory", "compensated"),
+        ("process-payment", "failed"),
+    ]
+    assert view(podium_env, order_id)["status"] == "cancelled"
+
+
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        ({"country": "AQ"}, "cannot ship to AQ: no carrier serves it"),
+        ({"zip": "00000"}, "cannot ship to zip 00000: the carrier refused the label"),
+    ],
+    ids=["unshippable-country", "unshippable-zip"],
+)
+def test_a_failed_shipment_refunds_once_releases_and_cancels(
+    podium_env: PodiumEnv, address: dict[str, str], reason: str
+) -> None:
+    sku = new_key("LIMITED-5")
+    order_id = new_key("order")
+    body = order_body(items=[{"sku": sku, "quantity": 2, "unitPrice": 12.5}], address=address)
+    result = place(podium_env, order_id, body)
+
+    assert result["status"] == "cancelled"
+    assert result["reason"] == reason
+    assert result["events"] == [
+        "OrderPlaced",
+        "InventoryReserved",
+        "PaymentProcessed",
+        "ShippingFailed",
+        "PaymentRefunded",
+        "InventoryReleased",
+        "OrderCancelled",
+    ]
+    assert (result["charged"], result["refunded"]) == (25.0, 25.0)
+    assert money(f"{order_id}-payment") == {"charges": 1, "refunds": 1, "net": 0, "requests": 1}
+    assert stock(podium_env, sku)["available"] == 5
+    assert shipment(podium_env, order_id) is None
+    # Placing it again returns the same cancellation and refunds nothing more.
+    assert place(podium_env, order_id, body) == result
+    assert money(f"{order_id}-payment")["refunds"] == 1
+    mails = assert_eventually(lambda: MailProvider().outbox(body["email"]), message="the cancellation")
+    assert [m["subject"] for m in mails] == [f"Order {order_id} cancelled"]
+
+
+def test_out_of_stock_cancels_with_nothing_charged_or_held(podium_env: PodiumEnv) -> None:
+    spare = new_key("LIMITED-3")
+    order_id = new_key("order")
+    items = [
+        {"sku": spare, "quantity": 2, "unitPrice": 5.0},
+        {"sku": new_key("SOLDOUT"), "quantity": 1, "unitPrice": 5.0},
+    ]
+    result = place(podium_env, order_id, order_body(items=items))
+
+    assert result["status"] == "cancelled"
+    assert result["reason"].startswith("out of stock: SOLDOUT-")
+    assert result["events"] == ["OrderPlaced", "InventoryReservationFailed", "OrderCancelled"]
+    assert money(f"{order_id}-payment") == {"charges": 0, "refunds": 0, "net": 0, "requests": 0}
+    assert stock(podium_env, spare)["available"] == 3  # the line that could be held was let go
+    assert view(podium_env, order_id)["status"] == "cancelled"
+
+
+def test_the_same_order_twice_is_one_order_and_a_different_body_is_409(podium_env: PodiumEnv) -> None:
+    order_id, body = new_key("order"), order_body()
+    first = place(podium_env, order_id, body)
+    again = place(podium_env, order_id, {**body, "orderId": order_id, "correlationId": "retry-1"})
+
+    assert again == first
+    assert len(events(podium_env, order_id)) == len(HAPPY)
+    assert money(f"{order_id}-payment") == {"charges": 1, "refunds": 0, "net": 4997, "requests": 1}
+
+    changed = {**body, "items": [{"sku": "WIDGET-1", "quantity": 5, "unitPrice": 14.99}]}
+    response = podium_env.post(f"/ShopOrder/{order_id}/Place", changed)
+    assert response.status_code == 409, response.text
+    assert "different request" in response.json()["message"]
+    assert len(events(podium_env, order_id)) == len(HAPPY)
+    assert money(f"{order_id}-payment")["charges"] == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"customerId": None}, "customerId: field required"),
+        ({"email": "nope"}, "email: String should match pattern"),
+        ({"items": []}, "items: List should have at least 1 item"),
+        ({"items": [{"sku": "WIDGET-1", "quantity": 0, "unitPrice": 1}]}, "items.0.quantity"),
+        ({"items": [{"sku": "WIDGET-1", "quantity": 1}]}, "items.0.unitPrice: field required"),
+        ({"shippingAddress": {"street": "x", "city": "y", "zip": "1", "country": "usa"}}, "country"),
+        ({"orderId": "someone-else"}, "orderId: 'someone-else' does not match the order id in the URL"),
+        (
+            {"items": [{"sku": "WIDGET-1", "quantity": 1000, "unitPrice": 1001}]},
+            "items: the order comes to 1001000.00, above the 1,000,000 limit",
+        ),
+    ],
+    ids=[
+        "no-customer",
+        "bad-email",
+        "no-items",
+        "zero-quantity",
+        "no-price",
+        "bad-country",
+        "other-id",
+        "total",
+    ],
+)
+def test_bad_requests_are_400_naming_the_field(
+    podium_env: PodiumEnv, change: dict[str, Any], message: str
+) -> None:
+    order_id = new_key("order")
+    body = {k: v for k, v in {**order_body(), **change}.items() if v is not None}
+    response = podium_env.post(f"/ShopOrder/{order_id}/Place", body)
+    assert response.status_code == 400, response.text
+    assert message in response.json()["message"]
+    assert events(podium_env, order_id) == []
+    assert money(f"{order_id}-payment")["requests"] == 0
+
+
+def test_status_shows_the_phase_while_the_saga_runs(podium_env: PodiumEnv) -> None:
+    order_id, body = new_key("order"), order_body(customer_id=new_key("slow"))  # the charge takes 3 s
+    podium_env.send(f"/ShopOrder/{order_id}/Place", body)
+
+    def status() -> dict[str, Any]:
+        response = podium_env.post(f"/ShopOrder/{order_id}/GetStatus")
+        found: dict[str, Any] = response.json() if response.status_code == 200 else {"phase": "none"}
+        return found
+
+    running = assert_eventually(lambda: (s := status())["phase"] == "inventory_reserved" and s, timeout=15)
+    assert (running["progress"], running["currentStep"], running["isComplete"]) == (
+        0.35,
+        "process-payment",
+        False,
+    )
+    assert running["completedSteps"] == ["reserve-inventory"]
+    assert [s["name"] for s in running["saga"]["steps"]] == ["reserve-inventory", "process-payment"]
+    assert assert_eventually(lambda: status()["phase"] == "completed", timeout=20)
+
+
+def test_the_benchmark_flow_places_an_order_that_completes(podium_env: PodiumEnv) -> None:
+    spec, path, template = BENCH_FLOW
+    assert spec == "services.shop.app:standalone_app"
+    key = new_key("bench")
+    result = podium_env.call(path.replace("{key}", key), json.loads(template.replace("{key}", key)))
+    assert (result["orderId"], result["status"], result["events"]) == (key, "completed", HAPPY)
+    assert stock(podium_env, f"UNLIMITED-{key}")["available"] == 1_000_000_000 - 1

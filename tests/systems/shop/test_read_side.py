@@ -1,0 +1,164 @@
+"""The read side and the events after checkout: deduplication, ordering, rebuild, tracking, alerts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from podium.testing import PodiumEnv, assert_eventually, new_key
+from services.common.providers import MailProvider
+from services.shop.inventory import STOCK_ALERTS_EMAIL
+from tests.systems.shop.conftest import events, order_body, place, stock
+from tests.systems.shop.test_order_flow import HAPPY, trail, view
+
+pytestmark = pytest.mark.engine
+
+
+def completed_order(env: PodiumEnv, **overrides: Any) -> tuple[str, dict[str, Any]]:
+    order_id, body = new_key("order"), order_body(**overrides)
+    assert place(env, order_id, body)["status"] == "completed"
+    return order_id, body
+
+
+def test_a_redelivered_event_is_applied_once(podium_env: PodiumEnv) -> None:
+    order_id, body = completed_order(podium_env)
+    before = view(podium_env, order_id)
+    trail(podium_env, order_id, len(HAPPY))
+    stream = events(podium_env, order_id)
+
+    for event in (stream[1], stream[-1], stream[1]):  # the bus delivers again
+        podium_env.call(f"/ShopOrderView/{order_id}/Apply", event)
+        podium_env.call(f"/ShopAudit/{order_id}/Apply", event)
+        podium_env.call(f"/ShopCustomerOrders/{body['customerId']}/Apply", event)
+
+    after = podium_env.call(f"/ShopOrderView/{order_id}/Get")
+    assert after["duplicatesIgnored"] == before["duplicatesIgnored"] + 3
+    assert {k: v for k, v in after.items() if k != "duplicatesIgnored"} == {
+        k: v for k, v in before.items() if k != "duplicatesIgnored"
+    }
+    audit = podium_env.call(f"/ShopAudit/{order_id}/Entries")
+    assert [e["sequence"] for e in audit["entries"]] == [1, 2, 3, 4, 5]
+    assert audit["duplicatesIgnored"] == 3
+    listed = podium_env.call(f"/ShopCustomerOrders/{body['customerId']}/List")
+    assert [(o["orderId"], o["version"]) for o in listed] == [(order_id, 5)]
+
+
+def test_events_that_arrive_early_wait_for_the_gap(podium_env: PodiumEnv) -> None:
+    source, _ = completed_order(podium_env)
+    copy = new_key("order")  # the same history under a fresh id, delivered out of order
+    stream = [{**e, "orderId": copy} for e in events(podium_env, source)]
+
+    podium_env.call(f"/ShopOrderView/{copy}/Apply", stream[2])
+    assert podium_env.post(f"/ShopOrderView/{copy}/Get").status_code == 404  # nothing applicable yet
+    podium_env.call(f"/ShopOrderView/{copy}/Apply", stream[0])
+    early = podium_env.call(f"/ShopOrderView/{copy}/Get")
+    assert (early["version"], early["status"], early["pending"]) == (1, "placed", [3])
+    for event in (stream[4], stream[1], stream[3]):
+        podium_env.call(f"/ShopOrderView/{copy}/Apply", event)
+    done = podium_env.call(f"/ShopOrderView/{copy}/Get")
+    assert (done["version"], done["status"], done["pending"]) == (5, "completed", [])
+    assert done["events"] == HAPPY
+
+
+def test_an_event_for_another_order_is_refused(podium_env: PodiumEnv) -> None:
+    source, _ = completed_order(podium_env)
+    response = podium_env.post(f"/ShopOrderView/{new_key('order')}/Apply", events(podium_env, source)[0])
+    assert response.status_code == 400
+    assert "orderId" in response.json()["message"]
+
+
+def test_replay_rebuilds_the_same_read_model_from_the_event_store(podium_env: PodiumEnv) -> None:
+    order_id, body = completed_order(podium_env)
+    shipping = f"/ShopShipping/{order_id}"
+    podium_env.call(f"{shipping}/UpdateTracking", {"updateId": "scan-1", "status": "in_transit"})
+    incremental = view(podium_env, order_id)
+    incremental_trail = trail(podium_env, order_id, 6)
+    podium_env.call(f"/ShopOrderView/{order_id}/Apply", events(podium_env, order_id)[0])  # one duplicate
+
+    rebuilt = podium_env.call(f"/ShopOrder/{order_id}/Replay")
+    assert rebuilt["duplicatesIgnored"] == 0  # a fresh projection...
+    assert {k: v for k, v in rebuilt.items() if k != "duplicatesIgnored"} == {
+        k: v for k, v in incremental.items() if k != "duplicatesIgnored"
+    }  # ...equal to the one built message by message
+    assert podium_env.call(f"/ShopOrderView/{order_id}/Get") == rebuilt
+    assert podium_env.call(f"/ShopAudit/{order_id}/Entries")["entries"] == incremental_trail
+    listed = podium_env.call(f"/ShopCustomerOrders/{body['customerId']}/List")
+    assert [(o["orderId"], o["version"]) for o in listed] == [(order_id, 6)]
+
+
+def test_tracking_and_delivery_append_events_and_illegal_moves_are_409(podium_env: PodiumEnv) -> None:
+    order_id, _ = completed_order(podium_env)
+    shipping = f"/ShopShipping/{order_id}"
+    scan = {"updateId": "scan-1", "status": "in_transit", "location": "Memphis, TN"}
+    podium_env.call(f"{shipping}/UpdateTracking", scan)
+    podium_env.call(f"{shipping}/UpdateTracking", scan)  # the carrier retries its webhook
+    delivered = podium_env.call(f"{shipping}/ConfirmDelivery", {"signedBy": "A. Customer"})
+    assert delivered["status"] == "delivered"
+    assert delivered["scans"] == ["scan-1"]
+
+    stream = events(podium_env, order_id)
+    assert [e["type"] for e in stream] == [*HAPPY, "TrackingUpdated", "OrderDelivered"]
+    assert {e["actor"] for e in stream[-2:]} == {"carrier:podium-post"}
+    summary = view(podium_env, order_id)
+    assert summary["status"] == "delivered"
+    assert [(t["status"], t["location"]) for t in summary["tracking"]] == [("in_transit", "Memphis, TN")]
+
+    late = podium_env.post(f"{shipping}/UpdateTracking", {"updateId": "scan-2", "status": "in_transit"})
+    assert late.status_code == 409
+    illegal = podium_env.post(
+        f"/ShopOrder/{order_id}/Record",
+        {"type": "PaymentRefunded", "eventId": "sneaky", "actor": "someone", "data": {"amount": 1}},
+    )
+    assert illegal.status_code == 409
+    assert "PaymentRefunded is not allowed when the order is delivered" in illegal.json()["message"]
+    assert len(events(podium_env, order_id)) == len(stream)
+    no_shipment = podium_env.post(f"/ShopShipping/{new_key('order')}/ConfirmDelivery", {})
+    assert no_shipment.status_code == 404
+
+
+def test_low_stock_is_announced_once_per_crossing(podium_env: PodiumEnv) -> None:
+    sku = new_key("LIMITED-10")  # threshold 2: alert when fewer than 2 are left
+
+    def order(quantity: int) -> str:
+        order_id, _ = completed_order(
+            podium_env, items=[{"sku": sku, "quantity": quantity, "unitPrice": 3.0}]
+        )
+        return order_id
+
+    def alerts() -> list[dict[str, Any]]:
+        return [m for m in MailProvider().outbox(STOCK_ALERTS_EMAIL) if sku in m["subject"]]
+
+    order(5)
+    assert stock(podium_env, sku)["lowStockAlerts"] == 0
+    second = order(4)  # 1 left: below the threshold
+    order(1)  # 0 left: still low, no second alert
+    level = stock(podium_env, sku)
+    assert (level["available"], level["low"], level["lowStockAlerts"]) == (0, True, 1)
+    assert len(assert_eventually(alerts, message="the low-stock alert")) == 1
+
+    podium_env.call(f"/ShopStock/{sku}/Release", {"orderId": second})  # back to 4: re-armed
+    assert stock(podium_env, sku)["low"] is False
+    order(3)  # 1 left: a second crossing
+    assert stock(podium_env, sku)["lowStockAlerts"] == 2
+    second_alerts = assert_eventually(
+        lambda: a if len(a := alerts()) >= 2 else [], message="the second alert"
+    )
+    assert [m["subject"] for m in second_alerts] == [f"Low stock: {sku}"] * 2
+
+
+def test_notifications_follow_the_customers_preferences(podium_env: PodiumEnv) -> None:
+    customer = new_key("cust")
+    phone = "+1555" + str(int(customer.rsplit("-", 1)[1], 16) % 10**7).zfill(7)
+    prefs = {"channels": ["sms", "push"], "phone": phone}
+    refused = podium_env.post(f"/ShopCustomer/{customer}/SetPreferences", {"channels": ["sms"]})
+    assert refused.status_code == 400
+    assert "phone: required when channels include sms" in refused.json()["message"]
+    podium_env.call(f"/ShopCustomer/{customer}/SetPreferences", prefs)
+
+    order_id, body = completed_order(podium_env, customer_id=customer)
+    sms = assert_eventually(lambda: MailProvider().outbox(phone, "sms"), message="the SMS")
+    push = assert_eventually(lambda: MailProvider().outbox(customer, "push"), message="the push")
+    assert [m["subject"] for m in push] == [f"Order {order_id} confirmed"]
+    assert len(sms) == 1
+    assert MailProvider().outbox(body["email"]) == []  # email is not among the chosen channels
