@@ -29,11 +29,12 @@ class Up:
         self.ingress = free_port()
         self.admin = free_port()
         self.node = free_port()
+        self.gateway = free_port()
         self.config = tmp / "pyproject.toml"
         self.config.write_text(
             "[tool.podium]\ndeployments = [\n"
             f'  {{ name = "common", app = "services.common.app:app", port = {free_port()} }},\n'
-            f'  {{ name = "travel", app = "services.travel.app:app", port = {free_port()} }},\n'
+            f'  {{ name = "travel", app = "services.travel.app:app", port = {free_port()}, workers = 2 }},\n'
             "]\n"
         )
         self.tmp = tmp
@@ -62,6 +63,8 @@ class Up:
             str(self.admin),
             "--node-port",
             str(self.node),
+            "--gateway-port",
+            str(self.gateway),
         ]
         self.runs += 1
         self.output = self.tmp / f"up-{self.runs}.out"
@@ -93,15 +96,29 @@ def test_up_serves_the_seed_request_and_ctrl_c_stops_everything(tmp_path: Path) 
     trip_id = new_key("trip")
     with up.running() as process:
         spawned = children(process)
-        assert {p.name() for p in spawned} >= {"restate-server"}
-        assert len(spawned) == 3  # the engine, the common and the travel deployments
+        direct = psutil.Process(process.pid).children()
+        assert sorted(p.name() for p in direct if p.name() == "restate-server") == ["restate-server"]
+        commands = [" ".join(p.cmdline()) for p in direct]
+        assert sum("podium.gateway" in c for c in commands) == 1
+        # common: granian + 1 worker; travel: granian + 2 workers (workers = 2 in the config)
+        deployments = [p for p in direct if "granian" in " ".join(p.cmdline())]
+        assert sorted(len(p.children()) for p in deployments) == [1, 2]
+        assert len(spawned) == 1 + 1 + 2 + 3
         text = up.output.read_text()
+        assert f"http://127.0.0.1:{up.gateway}" in text
         assert f"http://127.0.0.1:{up.admin}/ui/" in text
         assert "TripOrchestrator" in text
 
         booked = up.invoke(f"TripOrchestrator/{trip_id}/BookTrip", json.dumps(trip_request()))
         assert booked.returncode == 0, booked.stderr
         assert json.loads(booked.stdout)["status"] == "confirmed"
+
+        # the same booking through the gateway: forwarded to the ingress, answered from the object
+        via_gateway = httpx.post(
+            f"http://127.0.0.1:{up.gateway}/TripOrchestrator/{trip_id}/GetBooking", timeout=30
+        )
+        assert via_gateway.status_code == 200, via_gateway.text
+        assert via_gateway.json()["status"] == "confirmed"
     assert process.returncode == 0
     for child in spawned:
         assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import threading
 import tomllib
 import uuid
@@ -15,9 +16,28 @@ from urllib.parse import quote
 import httpx
 import typer
 
-from podium.runtime import DeploymentProcess, Engine, EngineConfig, EngineError, load_app, serve_forever
+from podium.gateway import STATS_PATH
+from podium.runtime import (
+    ChildProcess,
+    DeploymentProcess,
+    Engine,
+    EngineConfig,
+    EngineError,
+    load_app,
+    serve_forever,
+    wait_until,
+)
+from podium.runtime._granian import exec_granian
+from podium.runtime._serve import DEFAULT_SERVER, SERVERS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+
+GATEWAY_MAX_IN_FLIGHT = 128
+"""Default in-flight limit of ``podium up``'s gateway: about 0.7 s of work at the capacity measured on a
+2-core machine (docs/performance.md)."""
+GATEWAY_MAX_QUEUE = 256
+"""Default queue of ``podium up``'s gateway (a queued request waits at most a second)."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +47,8 @@ class Deployment:
     name: str
     app: str
     port: int
+    workers: int = 1
+    """Worker processes serving it (granian)."""
 
 
 def read_deployments(pyproject: Path) -> list[Deployment]:
@@ -37,7 +59,10 @@ def read_deployments(pyproject: Path) -> list[Deployment]:
     entries = data.get("tool", {}).get("podium", {}).get("deployments", [])
     if not entries:
         raise typer.BadParameter(f"{pyproject} has no [tool.podium] deployments")
-    return [Deployment(name=e["name"], app=e["app"], port=int(e["port"])) for e in entries]
+    return [
+        Deployment(name=e["name"], app=e["app"], port=int(e["port"]), workers=int(e.get("workers", 1)))
+        for e in entries
+    ]
 
 
 @app.command()
@@ -51,6 +76,15 @@ def up(
     config: Annotated[Path, typer.Option(help="pyproject.toml listing the deployments.")] = Path(
         "pyproject.toml"
     ),
+    gateway_port: Annotated[
+        int, typer.Option(help="Port of the admission-control gateway in front of the ingress (0: none).")
+    ] = 8000,
+    max_in_flight: Annotated[
+        int, typer.Option(min=1, help="Requests the gateway lets through at once (see docs/gateway.md).")
+    ] = GATEWAY_MAX_IN_FLIGHT,
+    max_queue: Annotated[
+        int, typer.Option(min=0, help="Requests the gateway holds while every slot is busy.")
+    ] = GATEWAY_MAX_QUEUE,
 ) -> None:
     """Start the engine and every deployment, register them, and stay in the foreground until Ctrl-C."""
     deployments = read_deployments(config)
@@ -62,6 +96,7 @@ def up(
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     engine = Engine(engine_config)
     processes: list[DeploymentProcess] = []
+    gateway: ChildProcess | None = None
     try:
         typer.echo(f"starting restate-server (data in {data_dir}/restate-data) ...")
         engine.start()
@@ -71,16 +106,31 @@ def up(
                 port=deployment.port,
                 log_file=data_dir / "logs" / f"{deployment.name}.log",
                 env={"PODIUM_DATA_DIR": str(data_dir.resolve())},
+                workers=deployment.workers,
             )
             processes.append(process)
             process.start()
             answer = engine.register(process.url)
             names = ", ".join(sorted(s["name"] for s in answer.get("services", [])))
             typer.echo(f"  {deployment.name:<12} {process.url}  {names}")
+        front = ""
+        if gateway_port:
+            gateway = start_gateway(
+                engine.ingress_url,
+                port=gateway_port,
+                max_in_flight=max_in_flight,
+                max_queue=max_queue,
+                log_file=data_dir / "logs" / "gateway.log",
+            )
+            front = (
+                f"  gateway  http://127.0.0.1:{gateway_port}   (the ingress behind admission control: "
+                f"{max_in_flight} in flight, {max_queue} queued, then 503 + Retry-After)\n"
+            )
         typer.echo(
             "\nPodium is up.\n"
             f"  ingress  {engine.ingress_url}   (try: podium invoke ...)\n"
-            f"  admin    {engine.admin_url}\n"
+            + front
+            + f"  admin    {engine.admin_url}\n"
             f"  web UI   {engine.admin_url}/ui/\n"
             f"  logs     {data_dir / 'logs'}/\n"
             "Ctrl-C stops everything; `podium up` again resumes in-flight workflows.",
@@ -91,15 +141,57 @@ def up(
             for process in processes:
                 if not process.running():
                     raise EngineError(f"deployment {process.app_spec} exited; see {process.log_file}")
+            if gateway is not None and not gateway.running():
+                raise EngineError(f"the gateway exited; see {gateway.log_file}")
             stop.wait(0.5)
         typer.echo("stopping ...")
     except EngineError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     finally:
+        if gateway is not None:
+            gateway.stop()
         for process in processes:
             process.stop()
         engine.stop()
+
+
+def start_gateway(
+    upstream: str, *, port: int, max_in_flight: int, max_queue: int, log_file: Path
+) -> ChildProcess:
+    """Run ``python -m podium.gateway`` in front of ``upstream`` and wait until it answers."""
+    gateway = ChildProcess(
+        [
+            sys.executable,
+            "-m",
+            "podium.gateway",
+            "--upstream",
+            upstream,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--max-in-flight",
+            str(max_in_flight),
+            "--max-queue",
+            str(max_queue),
+        ],
+        log_file=log_file,
+        name="gateway",
+    )
+    gateway.start()
+    url = f"http://127.0.0.1:{port}{STATS_PATH}"
+
+    def ready() -> bool:
+        if not gateway.running():
+            raise EngineError(f"the gateway exited at start; see {log_file}:\n{gateway.tail()}")
+        try:
+            return httpx.get(url, timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(ready, timeout=30, what="the gateway")
+    return gateway
 
 
 @app.command()
@@ -107,9 +199,20 @@ def serve(
     app_spec: Annotated[str, typer.Argument(help="The ASGI app, as package.module:attribute.")],
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 9080,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    server: Annotated[
+        str, typer.Option(help="HTTP server: granian (Rust, faster) or hypercorn (pure Python, in-process).")
+    ] = DEFAULT_SERVER,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (granian only).")] = 1,
 ) -> None:
-    """Serve one deployment in this process (``podium up`` runs one of these per deployment)."""
-    serve_forever(load_app(app_spec), host=host, port=port)
+    """Serve one deployment from this process (``podium up`` runs one of these per deployment)."""
+    if server not in SERVERS:
+        raise typer.BadParameter(f"choose one of {', '.join(SERVERS)}", param_hint="--server")
+    if server == "hypercorn":
+        if workers != 1:
+            raise typer.BadParameter("hypercorn serves from one process here", param_hint="--workers")
+        serve_forever(load_app(app_spec), host=host, port=port)
+    else:
+        exec_granian(app_spec, host=host, port=port, workers=workers)
 
 
 def _target_path(target: str) -> str:

@@ -2,8 +2,9 @@
 
 - :class:`Engine` / :class:`EngineConfig`: a restate-server child process, tuned for a small machine.
 - :func:`register_deployment`: tell the engine where a deployment lives (admin API).
-- :func:`serve_forever`, :class:`ThreadedServer`, :class:`DeploymentProcess`: serve an ASGI app with
-  hypercorn in the process that holds the port.
+- :class:`DeploymentProcess`: a deployment in a process of its own, served by granian (default, one or
+  more workers) or hypercorn; :func:`serve_forever`, :class:`ThreadedServer`: serve an ASGI app with
+  hypercorn in this process (the test harness does, for in-process deployments).
 """
 
 from podium.runtime._engine import (

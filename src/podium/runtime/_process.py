@@ -100,11 +100,19 @@ class ChildProcess:
         return None if self._proc is None else self._proc.poll()
 
     def kill(self) -> None:
-        """SIGKILL the process at once (for crash tests), and reap it."""
+        """SIGKILL the process and everything it forked (for crash tests), and reap it."""
         if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
+            self._kill_group()
             self._proc.wait()
         self._forget()
+
+    def _kill_group(self) -> None:
+        """SIGKILL the child's process group (its own, see :meth:`start`): workers it forked die too."""
+        assert self._proc is not None
+        try:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            self._proc.kill()
 
     def stop(self, grace: float = 5.0) -> None:
         """Stop the process: SIGTERM, then SIGKILL if it is still alive after ``grace`` seconds."""
@@ -114,7 +122,7 @@ class ChildProcess:
             try:
                 proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                self._kill_group()
                 proc.wait()
         self._forget()
 

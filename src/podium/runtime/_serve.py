@@ -25,6 +25,10 @@ from podium.runtime._process import ChildProcess, wait_until
 
 AsgiApp = Callable[..., Any]
 
+SERVERS = ("granian", "hypercorn")
+DEFAULT_SERVER = "granian"
+"""What serves a deployment process: granian (measured fastest, see docs/performance.md) or hypercorn."""
+
 
 def load_app(spec: str) -> AsgiApp:
     """Import ``module:attribute`` and return the ASGI app it names."""
@@ -171,7 +175,9 @@ class ThreadedServer:
 class DeploymentProcess:
     """A deployment served by its own process (``python -m podium serve``), as ``podium up`` runs it.
 
-    Crash tests use it to ``kill -9`` a deployment mid-workflow and start it again on the same port.
+    ``server`` is ``granian`` (default; ``workers`` processes) or ``hypercorn`` (one process). Crash
+    tests use it to ``kill -9`` a deployment mid-workflow (the process and its workers) and start it
+    again on the same port.
     """
 
     def __init__(
@@ -183,12 +189,16 @@ class DeploymentProcess:
         log_file: Path,
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
+        server: str = DEFAULT_SERVER,
+        workers: int = 1,
     ) -> None:
         self.app_spec = app_spec
         self.host = host
         self.port = port or free_port(host)
+        argv = [sys.executable, "-m", "podium", "serve", app_spec, "--host", host, "--port", str(self.port)]
+        argv += ["--server", server, "--workers", str(workers)]
         self._process = ChildProcess(
-            [sys.executable, "-m", "podium", "serve", app_spec, "--host", host, "--port", str(self.port)],
+            argv,
             log_file=log_file,
             env=env,
             cwd=cwd,
