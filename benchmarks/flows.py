@@ -149,9 +149,3 @@ async def run(ctx: WorkflowContext, order: BenchOrder) -> BenchResult:
 
 
 podium_app = restate.app(services=[steps, orders])
-
-FLOWS: dict[str, tuple[str, str]] = {
-    # name: (app spec, path template; {key} is the order id)
-    "podium": ("benchmarks.flows:podium_app", "/PodiumOrder/{key}/Run"),
-    "raw": ("benchmarks.flows:raw_app", "/RawOrder/{key}/run"),
-}

@@ -1,64 +1,42 @@
-"""Measure the order flow: Podium against hand-written restate-sdk, on this machine, in one run.
+"""Measure the order flow on this machine, in one run: Podium, hand-written restate-sdk, DBOS, and tunings.
 
-    python -m benchmarks.run --quick             # ~3 minutes: 3 rates, 20 s each
-    python -m benchmarks.run --rates 50,100,150,200 --duration 60
+    python -m benchmarks.run --quick                     # the `make bench` variant, under 15 minutes
+    python -m benchmarks.run --targets podium,raw --rates 100,150,200 --duration 60
+    python -m benchmarks.run --targets "raw:server=granian,raw:server=hypercorn" --rates 120
+    python -m benchmarks.run --targets podium --search --duration 60     # highest rate with p99 < 1 s / 5 s
 
-Each flow gets its own engine (tuned as ``podium up`` tunes it) and its own service process. Rates are
-interleaved between the flows (rate 1 for every flow, then rate 2, ...) so that drift in a shared,
-noisy machine hits both alike. Reported per run: offered and achieved rate, latency percentiles, the
-share over 1 s and 5 s, errors by kind, and CPU time per order of the engine, the service process and
-the load generator, from the OS accounting (psutil). Results go to ``benchmarks/results/`` as JSON and
-PNG plots.
+A target is ``flow[:option=value,...]`` (flows: podium, raw, shop, dbos-sqlite, dbos-postgres; options:
+see :class:`benchmarks.targets.StackOptions`); several targets are separated by ``;`` or, when no target
+has options, by ``,``. Each target gets its own engine (or database) and service process. Rates are
+interleaved between targets (rate 1 for every target, then rate 2, ...) so that drift in a shared, noisy
+machine hits all alike; between runs the harness waits until the system is idle again. Reported per run:
+offered and achieved rate, latency percentiles, the share over 1 s and 5 s, errors by kind, and CPU time
+per completed order of every process (engine, service, gateway, database, load generator) from the OS
+accounting. Results go to ``benchmarks/results/`` as JSON and PNG plots.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import json
 import os
 import platform
 import statistics
 import tempfile
+import time
 from collections import Counter
+from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from benchmarks.flows import FLOWS
-from benchmarks.loadgen import Run, closed_loop, open_loop
-from podium.runtime import DeploymentProcess, Engine
-from podium.testing import test_engine_config
+from benchmarks.loadgen import Run, closed_loop, open_loop, run_load
+from benchmarks.targets import Target, parse_target, start_target
 
 RESULTS = Path(__file__).parent / "results"
-
-
-@dataclass
-class Target:
-    """One flow under test: its engine, its service process, its request path."""
-
-    name: str
-    engine: Engine
-    service: DeploymentProcess
-    path: str
-
-    def cpu(self) -> dict[str, float]:
-        """CPU seconds so far of the engine and the service process."""
-        return {
-            "engine": _cpu(self.engine.pid),
-            "service": _cpu(self.service.pid),
-        }
-
-
-def _cpu(pid: int | None) -> float:
-    if pid is None:
-        return 0.0
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
 
 
 def _self_cpu() -> float:
@@ -81,6 +59,7 @@ def summarise(run: Run, *, offered: float | None, cpu: dict[str, float]) -> dict
     total = len(run.samples)
     errors = Counter(s.outcome for s in run.samples if s.outcome != "ok")
     over = lambda limit: sum(1 for s in run.samples if s.outcome != "ok" or s.latency > limit) / max(1, total)  # noqa: E731
+    refused = [s.latency for s in run.samples if s.outcome in ("http-503", "http-429")]
     orders = max(1, len(ok))
     return {
         "offeredRate": offered,
@@ -98,95 +77,229 @@ def summarise(run: Run, *, offered: float | None, cpu: dict[str, float]) -> dict
         "shareOver1s": over(1.0),
         "shareOver5s": over(5.0),
         "errors": dict(errors),
+        "refusedLatencyP99": percentile(refused, 0.99),
         "cpuMsPerOrder": {name: 1000 * seconds / orders for name, seconds in cpu.items()},
     }
 
 
-def start_target(name: str, stack: ExitStack, workdir: Path) -> Target:
-    """A fresh engine and service process for flow ``name``."""
-    spec, path = FLOWS[name]
-    engine = Engine(
-        test_engine_config(workdir / name, rocksdb_memory="512 MiB", query_engine_memory="128 MiB")
-    )
-    engine.start()
-    stack.callback(engine.stop)
-    service = DeploymentProcess(spec, log_file=workdir / name / "service.log")
-    service.start()
-    stack.callback(service.stop)
-    engine.register(service.url)
-    return Target(name, engine, service, path)
+def wait_idle(target: Target, *, limit: float = 0.15, timeout: float = 120.0) -> float:
+    """Wait until the target's processes use less than ``limit`` cores (a backlog has drained)."""
+    started = time.monotonic()
+    previous = sum(target.cpu().values())
+    while time.monotonic() - started < timeout:
+        time.sleep(1.0)
+        now = sum(target.cpu().values())
+        if now - previous < limit:
+            break
+        previous = now
+    return time.monotonic() - started
 
 
-async def measure(target: Target, *, mode: str, level: float, duration: float) -> dict[str, Any]:
-    """One run against one flow at one offered rate (open) or concurrency (closed)."""
+def measure(target: Target, *, mode: str, level: float, duration: float) -> dict[str, Any]:
+    """One run against one target at one offered rate (open) or concurrency (closed)."""
+    wait_idle(target)
     before, self_before = target.cpu(), _self_cpu()
     if mode == "open":
-        run = await open_loop(target.engine.ingress_url, target.path, rate=level, duration=duration)
+        run = run_load(
+            open_loop(target.base_url, target.path, rate=level, duration=duration, body=target.body)
+        )
     else:
-        run = await closed_loop(
-            target.engine.ingress_url, target.path, concurrency=int(level), duration=duration
+        run = run_load(
+            closed_loop(
+                target.base_url, target.path, concurrency=int(level), duration=duration, body=target.body
+            )
         )
     after, self_after = target.cpu(), _self_cpu()
-    cpu = {k: after[k] - before[k] for k in before} | {"loadgen": self_after - self_before}
+    cpu = {k: after[k] - before[k] for k in before if after[k] - before[k] > 0} | {
+        "loadgen": self_after - self_before
+    }
     result = summarise(run, offered=level if mode == "open" else None, cpu=cpu)
     result["flow"] = target.name
+    result["target"] = target.label
     result["mode"] = mode
     result["level"] = level
+    result["duration"] = duration
+    result["cpuCores"] = sum(cpu.values()) / max(run.elapsed, 1e-9)
     return result
 
 
+def show(result: dict[str, Any]) -> None:
+    """One line per run."""
+    lat = result["latency"]
+    cpu = {k: round(v, 2) for k, v in result["cpuMsPerOrder"].items()}
+    print(
+        f"{result['target']:>44} {result['mode']} {result['level']:>6.0f}: "
+        f"achieved {result['achievedRate']:6.1f}/s p50 {lat['p50'] or 0:.3f}s p99 {lat['p99'] or 0:.3f}s "
+        f"max {lat['max'] or 0:.2f}s errors {result['errors']} cores {result['cpuCores']:.2f} "
+        f"cpu ms/order {json.dumps(cpu)}",
+        flush=True,
+    )
+
+
+def passes(result: dict[str, Any], bar: float) -> bool:
+    """Whether a run held its offered rate with p99 under ``bar`` seconds and no errors."""
+    p99 = result["latency"]["p99"]
+    return (
+        not result["errors"]
+        and p99 is not None
+        and p99 < bar
+        and result["achievedRate"] >= 0.97 * result["offeredRate"]
+    )
+
+
+def search(
+    run: Callable[[float], dict[str, Any]], *, bar: float, low: float, high: float, step: float
+) -> tuple[float | None, list[dict[str, Any]]]:
+    """The highest rate (within ``step``) that :func:`passes` ``bar``, by bisection in [low, high].
+
+    ``low`` is tried first; if it fails, the answer is None (below the search range).
+    """
+    results = []
+    first = run(low)
+    results.append(first)
+    if not passes(first, bar):
+        return None, results
+    good, bad = low, high
+    top = run(high)
+    results.append(top)
+    if passes(top, bar):
+        return high, results
+    while bad - good > step:
+        middle = round((good + bad) / 2 / step) * step
+        if middle in (good, bad):
+            break
+        result = run(middle)
+        results.append(result)
+        if passes(result, bar):
+            good = middle
+        else:
+            bad = middle
+    return good, results
+
+
 def plot(results: list[dict[str, Any]], out: Path) -> list[Path]:
-    """Latency percentiles against offered rate, and CPU per order, one line or bar group per flow."""
+    """Latency percentiles and goodput against offered rate, and CPU per order, one series per target."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    open_rows = [r for r in results if r["mode"] == "open"]
+    labels = sorted({r["target"] for r in results})
     files = []
-    flows = sorted({r["flow"] for r in results})
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for flow in flows:
-        rows = sorted((r for r in results if r["flow"] == flow), key=lambda r: r["level"])
+
+    def rows_of(label: str) -> list[dict[str, Any]]:
+        # several runs at one rate (a search may repeat one): keep the last
+        by_level = {r["level"]: r for r in open_rows if r["target"] == label}
+        return [by_level[level] for level in sorted(by_level)]
+
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5))
+    for label in labels:
+        rows = rows_of(label)
         levels = [r["level"] for r in rows]
-        for q, style in (("p50", "--"), ("p99", "-")):
-            ax.plot(
-                levels,
-                [r["latency"][q] or float("nan") for r in rows],
-                style,
-                marker="o",
-                label=f"{flow} {q}",
-            )
+        line = ax.plot(
+            levels, [r["latency"]["p99"] or float("nan") for r in rows], "-", marker="o", label=f"{label} p99"
+        )
+        ax.plot(
+            levels,
+            [r["latency"]["p50"] or float("nan") for r in rows],
+            "--",
+            color=line[0].get_color(),
+            label=f"{label} p50",
+        )
+        ax2.plot(levels, [r["achievedRate"] for r in rows], "-", marker="o", label=label)
     ax.set_xlabel("offered rate (orders/s)")
-    ax.set_ylabel("latency (s)")
+    ax.set_ylabel("latency of completed orders (s)")
     ax.set_yscale("log")
     ax.axhline(1.0, color="grey", linewidth=0.8)
-    ax.legend()
-    ax.set_title("Order flow latency against offered load")
+    ax.axhline(5.0, color="grey", linewidth=0.8, linestyle=":")
+    ax.legend(fontsize=7)
+    ax.set_title("Latency against offered load")
+    top = max([r["level"] for r in open_rows], default=1.0)
+    ax2.plot([0, top], [0, top], color="grey", linewidth=0.8, label="offered")
+    ax2.set_xlabel("offered rate (orders/s)")
+    ax2.set_ylabel("completed orders/s (goodput)")
+    ax2.legend(fontsize=7)
+    ax2.set_title("Goodput against offered load")
     files.append(out.with_name(out.stem + "-latency.png"))
-    fig.savefig(files[-1], dpi=120, bbox_inches="tight")
+    fig.savefig(files[-1], dpi=110, bbox_inches="tight")
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    parts = ["engine", "service", "loadgen"]
+    fig, ax = plt.subplots(figsize=(max(8, 1.2 * len(labels) * 2), 5))
+    parts = sorted({part for r in results for part in r["cpuMsPerOrder"]})
     levels = sorted({r["level"] for r in results})
-    width = 0.8 / len(flows)
-    for i, flow in enumerate(flows):
-        rows = {r["level"]: r for r in results if r["flow"] == flow}
+    width = 0.8 / max(1, len(labels))
+    for i, label in enumerate(labels):
+        rows = {r["level"]: r for r in results if r["target"] == label}
         bottom = [0.0] * len(levels)
         for part in parts:
-            values = [rows[lv]["cpuMsPerOrder"][part] if lv in rows else 0.0 for lv in levels]
+            values = [rows[lv]["cpuMsPerOrder"].get(part, 0.0) if lv in rows else 0.0 for lv in levels]
             xs = [n + i * width for n in range(len(levels))]
-            ax.bar(xs, values, width, bottom=bottom, label=f"{flow} {part}")
+            ax.bar(xs, values, width, bottom=bottom, label=f"{label} {part}")
             bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-    ax.set_xticks([n + width * (len(flows) - 1) / 2 for n in range(len(levels))], [str(lv) for lv in levels])
-    ax.set_xlabel("offered rate (orders/s)")
+    ax.set_xticks(
+        [n + width * (len(labels) - 1) / 2 for n in range(len(levels))], [f"{lv:g}" for lv in levels]
+    )
+    ax.set_xlabel("offered rate (orders/s) or concurrency")
     ax.set_ylabel("CPU ms per completed order")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=6, ncol=2)
     ax.set_title("CPU per order, by process")
     files.append(out.with_name(out.stem + "-cpu.png"))
-    fig.savefig(files[-1], dpi=120, bbox_inches="tight")
+    fig.savefig(files[-1], dpi=110, bbox_inches="tight")
     plt.close(fig)
     return files
+
+
+QUICK_PLAN = [
+    # (what it shows, targets, offered rates)
+    ("podium vs hand-written vs DBOS", "podium;raw;dbos-sqlite;dbos-postgres", "60,120,167"),
+    ("overload behind the gateway (1.5x and 2x capacity)", "podium:gateway=128,gateway_queue=128", "280,370"),
+]
+"""What ``make bench`` (``--quick``) runs, 20 s per run after a 5 s warm-up: about 12 minutes."""
+
+
+def run_plan(
+    title: str, targets: str, levels: list[float], args: argparse.Namespace
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Start every target, run every level against each (interleaved), or search; stop them."""
+    separator = ";" if ";" in targets or ":" in targets else ","
+    specs = [parse_target(t.strip()) for t in targets.split(separator) if t.strip()]
+    results: list[dict[str, Any]] = []
+    searches: dict[str, Any] = {}
+    print(f"== {title}", flush=True)
+    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="podium-bench-") as tmp:
+        running = [
+            start_target(flow, stack, Path(tmp) / f"t{n}", options) for n, (flow, options) in enumerate(specs)
+        ]
+        for target in running:
+            print(f"warming up {target.label} ...", flush=True)
+            measure(target, mode=args.mode, level=min(levels[0], 100.0), duration=args.warmup)
+        if args.search:
+            for target in running:
+                low, high = (float(x) for x in args.search_range.split(","))
+
+                def run_at(rate: float, target: Target = target) -> dict[str, Any]:
+                    result = measure(target, mode="open", level=rate, duration=args.duration)
+                    show(result)
+                    results.append(result)
+                    return result
+
+                found = {}
+                for bar in (1.0, 5.0):
+                    best, _ = search(run_at, bar=bar, low=low, high=high, step=args.search_step)
+                    found[f"p99<{bar:g}s"] = best
+                    if best is not None:
+                        low = best  # the 5 s search starts where the 1 s search ended
+                searches[target.label] = found
+                print(f"{target.label}: highest sustained rate {found}", flush=True)
+        else:
+            for level in levels:
+                for target in running:
+                    result = measure(target, mode=args.mode, level=level, duration=args.duration)
+                    result["plan"] = title
+                    results.append(result)
+                    show(result)
+    return results, searches
 
 
 def main() -> None:
@@ -194,35 +307,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--flows", default="podium,raw", help="comma-separated: " + ", ".join(FLOWS))
+    parser.add_argument("--targets", default="podium;raw", help="flow[:option=value,...], see above")
     parser.add_argument("--mode", choices=["open", "closed"], default="open")
-    parser.add_argument("--rates", default="40,80,120", help="offered rates (open) or concurrencies (closed)")
-    parser.add_argument("--duration", type=float, default=20.0, help="seconds per measured run")
-    parser.add_argument("--warmup", type=float, default=5.0, help="seconds of load before measuring")
-    parser.add_argument("--quick", action="store_true", help="3 rates, 20 s each (about 3 minutes)")
+    parser.add_argument(
+        "--rates", default="60,120,167", help="offered rates (open) or concurrencies (closed)"
+    )
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds per measured run")
+    parser.add_argument("--warmup", type=float, default=10.0, help="seconds of load before measuring")
+    parser.add_argument(
+        "--search", action="store_true", help="find the highest rate with p99 < 1 s and < 5 s"
+    )
+    parser.add_argument("--search-range", default="100,300", help="low,high offered rate for --search")
+    parser.add_argument("--search-step", type=float, default=10.0)
+    parser.add_argument("--quick", action="store_true", help="the make-bench plan (about 12 minutes)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    levels = [float(x) for x in args.rates.split(",")]
-    flows = [f.strip() for f in args.flows.split(",") if f.strip()]
     if args.quick:
-        levels, args.duration, args.warmup = [40.0, 80.0, 120.0], 20.0, 5.0
+        args.duration, args.warmup, args.search = 20.0, 5.0, False
+        plan = [
+            (title, targets, [float(x) for x in rates.split(",")]) for title, targets, rates in QUICK_PLAN
+        ]
+    else:
+        plan = [("runs", args.targets, [float(x) for x in args.rates.split(",")])]
 
     results: list[dict[str, Any]] = []
-    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="podium-bench-") as tmp:
-        targets = [start_target(name, stack, Path(tmp)) for name in flows]
-        for target in targets:
-            asyncio.run(measure(target, mode=args.mode, level=levels[0], duration=args.warmup))
-        for level in levels:
-            for target in targets:
-                result = asyncio.run(measure(target, mode=args.mode, level=level, duration=args.duration))
-                results.append(result)
-                lat = result["latency"]
-                print(
-                    f"{target.name:>7} {args.mode} {level:>6.0f}: achieved {result['achievedRate']:6.1f}/s "
-                    f"p50 {lat['p50'] or 0:.3f}s p99 {lat['p99'] or 0:.3f}s errors {result['errors']} "
-                    f"cpu/order {json.dumps({k: round(v, 2) for k, v in result['cpuMsPerOrder'].items()})}",
-                    flush=True,
-                )
+    searches: dict[str, Any] = {}
+    for title, targets, levels in plan:
+        more, found = run_plan(title, targets, levels, args)
+        results += more
+        searches |= found
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     out = args.out / f"bench-{stamp}.json"
@@ -233,8 +346,16 @@ def main() -> None:
             "memoryGiB": round(psutil.virtual_memory().total / 2**30, 1),
             "python": platform.python_version(),
             "platform": platform.platform(),
+            "loadAverageAtEnd": os.getloadavg(),
         },
-        "settings": {"mode": args.mode, "levels": levels, "duration": args.duration, "warmup": args.warmup},
+        "settings": {
+            "plan": [{"title": t, "targets": g, "levels": lv} for t, g, lv in plan],
+            "mode": args.mode,
+            "duration": args.duration,
+            "warmup": args.warmup,
+            "search": args.search,
+        },
+        "searches": searches,
         "results": results,
     }
     out.write_text(json.dumps(report, indent=2))
