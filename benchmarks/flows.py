@@ -148,4 +148,26 @@ async def run(ctx: WorkflowContext, order: BenchOrder) -> BenchResult:
     )
 
 
-podium_app = restate.app(services=[steps, orders])
+orders_without_log = podium.Workflow("PodiumOrderNoLog")
+
+
+@orders_without_log.main("Run")
+async def run_without_log(ctx: WorkflowContext, order: BenchOrder) -> BenchResult:
+    """The Podium flow with ``keep_log=False``: no saga state writes, to measure what the log costs."""
+    async with Saga(ctx, "order", keep_log=False) as saga:
+        reservation = await saga.step(
+            "reserve", lambda: call(ctx, reserve, order), compensate=lambda: call(ctx, undo, order)
+        )
+        payment = await saga.step(
+            "charge", lambda: call(ctx, charge, order), compensate=lambda: call(ctx, undo, order)
+        )
+        shipment = await saga.step(
+            "ship", lambda: call(ctx, ship, order), compensate=lambda: call(ctx, undo, order)
+        )
+    await call(ctx, notify, order)
+    return BenchResult(
+        order_id=order.id, reservation=reservation.ref, payment=payment.ref, shipment=shipment.ref
+    )
+
+
+podium_app = restate.app(services=[steps, orders, orders_without_log])

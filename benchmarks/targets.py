@@ -30,6 +30,7 @@ RESTATE_FLOWS: dict[str, tuple[str, str, str]] = {
     # name: (app spec, path template, body template); {key} is the order id
     "podium": ("benchmarks.flows:podium_app", "/PodiumOrder/{key}/Run", DEFAULT_BODY),
     "raw": ("benchmarks.flows:raw_app", "/RawOrder/{key}/run", DEFAULT_BODY),
+    "podium-nolog": ("benchmarks.flows:podium_app", "/PodiumOrderNoLog/{key}/Run", DEFAULT_BODY),
 }
 
 

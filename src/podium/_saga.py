@@ -257,6 +257,11 @@ class Saga:
         timeout: A deadline for the steps (a durable timer started on entering the ``async with``). A
             step still running when it passes is cancelled (if it is a call) and the saga compensates
             with :class:`SagaTimeout` as the cause. Steps must return durable futures to be timed.
+        keep_log: Write the saga log to the handler's state (one write per step) so that
+            :func:`read_saga_log` can show it while the saga runs and after. False keeps it in memory
+            only: compensation works the same (replay rebuilds the log from the journal), the saga
+            errors still carry the log, but nobody else can read it; it saves the state writes (see
+            docs/performance.md). In a stateless service handler there is no state, and no log is kept.
     """
 
     def __init__(
@@ -266,6 +271,7 @@ class Saga:
         *,
         strategy: Strategy = COMPENSATE_ALL,
         timeout: timedelta | None = None,
+        keep_log: bool = True,
     ) -> None:
         self.ctx = ctx
         self.name = name
@@ -273,7 +279,7 @@ class Saga:
         self.timeout = timeout
         self.log = SagaLog(name=name)
         self._compensations: dict[str, Compensation] = {}
-        self._stateful = can_write_state(ctx)
+        self._stateful = keep_log and can_write_state(ctx)
         self._deadline: RestateDurableFuture[None] | None = None
 
     @property

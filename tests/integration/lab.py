@@ -311,6 +311,7 @@ class Scenario(Model):
     """Run every step with saga.parallel instead of one after the other."""
     timeout_ms: int | None = None
     retry_attempts: int = 3
+    keep_log: bool = True
 
 
 class ScenarioResult(Model):
@@ -351,7 +352,7 @@ async def run_scenario(ctx: ObjectContext, scenario: Scenario) -> ScenarioResult
         ),
     )
     timeout = None if scenario.timeout_ms is None else timedelta(milliseconds=scenario.timeout_ms)
-    saga = Saga(ctx, "lab", strategy=strategy, timeout=timeout)
+    saga = Saga(ctx, "lab", strategy=strategy, timeout=timeout, keep_log=scenario.keep_log)
 
     def action(spec: StepSpec) -> Any:
         req = spec.action.model_copy(update={"run": run})

@@ -47,6 +47,14 @@ def test_success_runs_each_action_once_and_no_undo(lab: PodiumEnv) -> None:
     assert lab.call(f"/LabSaga/{key}/Log")["status"] == "completed"
 
 
+def test_without_a_kept_log_the_saga_compensates_alike_and_writes_no_state(lab: PodiumEnv) -> None:
+    key, result = run(lab, [step("a"), step("b"), step("c", fail=-1)], keepLog=False)
+    assert result["errorType"] == "SagaCompensated"
+    assert statuses(result) == {"a": "compensated", "b": "compensated", "c": "compensated"}
+    assert [e for e in events(lab, key) if e.startswith("undo:")] == ["undo:c", "undo:b", "undo:a"]
+    assert lab.call(f"/LabSaga/{key}/Log") is None  # nothing in state: the log lived in memory only
+
+
 def test_failure_compensates_every_registered_step_in_reverse_once(lab: PodiumEnv) -> None:
     key, result = run(lab, [step("a"), step("built-b"), step("c", fail=-1), step("d")])
     assert result["completed"] is False

@@ -3,7 +3,8 @@
 Each client connection is an :class:`asyncio.Protocol` that parses requests from its buffer and serves
 them one at a time, in order (pipelined requests wait in the buffer). A complete request is served by
 one task: answered by the gateway itself (its stats, or an error), or admitted, forwarded and relayed.
-The task is cancelled if the client goes away, which frees its place in the queue or its slot.
+The task is cancelled if the client goes away: a queued request leaves the queue; a forwarded one keeps
+its slot until the upstream answers (its invocation goes on in the engine).
 """
 
 from __future__ import annotations
@@ -51,8 +52,9 @@ _WARN_EVERY = 10.0
 class GatewayStats:
     """A snapshot of the gateway's counters; ``GET /podium/gateway/stats`` answers it as JSON.
 
-    Every admitted request ends in exactly one of completed, upstream_errors or abandoned, so
-    ``admitted == completed + upstream_errors + abandoned + in_flight``.
+    Every admitted request ends in exactly one of completed or upstream_errors, so
+    ``admitted == completed + upstream_errors + in_flight``; ``abandoned`` counts the admitted requests
+    whose client left before the answer (their slot stays taken until the upstream answers).
     """
 
     in_flight: int
@@ -320,13 +322,16 @@ class Gateway:
                 client.respond(self._rejection(request, message))
                 return
         self.admitted += 1
+        # The slot is held until the upstream answers, even if the client leaves first: its invocation
+        # goes on in the engine, and freeing the slot early would let clients that give up push more
+        # work into the engine than the limit allows (the collapse the gateway exists to prevent).
+        forward = asyncio.ensure_future(self._forward(request, client.peer))
+        forward.add_done_callback(lambda _: admission.release())
         try:
-            answer = await self._forward(request, client.peer)
+            answer = await asyncio.shield(forward)
         except asyncio.CancelledError:
             self.abandoned += 1
             raise
-        finally:
-            admission.release()
         client.respond(answer)
 
     async def _forward(self, request: Request, peer: str) -> bytes:
