@@ -1,6 +1,6 @@
 """Measure the order flow on this machine, in one run: Podium, hand-written restate-sdk, DBOS, and tunings.
 
-    python -m benchmarks.run --quick                     # the `make bench` variant, under 15 minutes
+    python -m benchmarks.run --quick                     # the `make bench` plan, about 11 minutes
     python -m benchmarks.run --targets podium,raw --rates 100,150,200 --duration 60
     python -m benchmarks.run --targets "raw:server=granian,raw:server=hypercorn" --rates 120
     python -m benchmarks.run --targets podium --search --duration 60     # highest rate with p99 < 1 s / 5 s
@@ -225,25 +225,26 @@ def plot(results: list[dict[str, Any]], out: Path) -> list[Path]:
     fig.savefig(files[-1], dpi=110, bbox_inches="tight")
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(max(8, 1.2 * len(labels) * 2), 5))
-    parts = sorted({part for r in results for part in r["cpuMsPerOrder"]})
-    levels = sorted({r["level"] for r in results})
-    width = 0.8 / max(1, len(labels))
-    for i, label in enumerate(labels):
-        rows = {r["level"]: r for r in results if r["target"] == label}
-        bottom = [0.0] * len(levels)
-        for part in parts:
-            values = [rows[lv]["cpuMsPerOrder"].get(part, 0.0) if lv in rows else 0.0 for lv in levels]
-            xs = [n + i * width for n in range(len(levels))]
-            ax.bar(xs, values, width, bottom=bottom, label=f"{label} {part}")
-            bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    # One bar per run (target at a level), stacked by process, a colour per process.
+    runs = sorted(results, key=lambda r: (r["level"], r["target"]))
+    parts = sorted({part for r in runs for part in r["cpuMsPerOrder"]})
+    colours = dict(zip(parts, plt.get_cmap("tab10").colors, strict=False))
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.55 * len(runs) + 2), 5.5))
+    bottom = [0.0] * len(runs)
+    for part in parts:
+        values = [r["cpuMsPerOrder"].get(part, 0.0) for r in runs]
+        ax.bar(range(len(runs)), values, 0.7, bottom=bottom, label=part, color=colours[part])
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     ax.set_xticks(
-        [n + width * (len(labels) - 1) / 2 for n in range(len(levels))], [f"{lv:g}" for lv in levels]
+        range(len(runs)),
+        [f"{r['target']} @{r['level']:g}" for r in runs],
+        rotation=60,
+        ha="right",
+        fontsize=7,
     )
-    ax.set_xlabel("offered rate (orders/s) or concurrency")
     ax.set_ylabel("CPU ms per completed order")
-    ax.legend(fontsize=6, ncol=2)
-    ax.set_title("CPU per order, by process")
+    ax.legend(fontsize=8)
+    ax.set_title("CPU per completed order, by process")
     files.append(out.with_name(out.stem + "-cpu.png"))
     fig.savefig(files[-1], dpi=110, bbox_inches="tight")
     plt.close(fig)

@@ -8,10 +8,6 @@ behind Podium's admission-control gateway; DBOS targets are a DBOS service with 
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import sys
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -19,9 +15,9 @@ from pathlib import Path
 
 from benchmarks.loadgen import DEFAULT_BODY
 from benchmarks.postgres import process_cpu_seconds
-from podium.runtime import Engine
-from podium.runtime._process import ChildProcess, wait_until
-from podium.runtime._serve import _answers_health, free_port
+from podium.cli import gateway_process, start_gateway
+from podium.runtime import DeploymentProcess, Engine
+from podium.runtime._serve import free_port
 from podium.testing import test_engine_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,24 +84,6 @@ class Target:
         return self.name if self.options is None else f"{self.name} {self.options.describe()}"
 
 
-def _service_argv(spec: str, port: int, options: StackOptions) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "podium",
-        "serve",
-        spec,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--server",
-        options.server,
-        "--workers",
-        str(options.workers),
-    ]
-
-
 def start_restate(flow: str, stack: ExitStack, workdir: Path, options: StackOptions) -> Target:
     """An engine and a service process for ``flow`` (a RESTATE_FLOWS name or ``shop``)."""
     spec, path, body = _shop_flow() if flow == "shop" else RESTATE_FLOWS[flow]
@@ -122,47 +100,34 @@ def start_restate(flow: str, stack: ExitStack, workdir: Path, options: StackOpti
     )
     engine.start()
     stack.callback(engine.stop)
-    port = free_port()
-    service = ChildProcess(
-        _service_argv(spec, port, options),
+    service = DeploymentProcess(
+        spec,
         log_file=home / "service.log",
         cwd=ROOT,
         env={"PYTHONPATH": str(ROOT)},
-        name=f"service {spec}",
+        server=options.server,
+        workers=options.workers,
     )
-    service.start()
-    stack.callback(_stop_group, service)
-    url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: _answers_health(url), timeout=60, what=f"service {spec}")
+    service.start(timeout=60)
+    stack.callback(service.stop)
+    url = service.url
     engine.register(url)
     base_url = engine.ingress_url
     gateway_pid: Callable[[], int | None] = lambda: None  # noqa: E731
     stats_url = None
     if options.gateway:
         gw_port = free_port()
-        gateway = ChildProcess(
-            [
-                sys.executable,
-                "-m",
-                "podium.gateway",
-                "--upstream",
-                engine.ingress_url,
-                "--port",
-                str(gw_port),
-                "--max-in-flight",
-                str(options.gateway),
-                "--max-queue",
-                str(options.gateway_queue),
-            ],
+        gateway = gateway_process(
+            engine.ingress_url,
+            port=gw_port,
+            max_in_flight=options.gateway,
+            max_queue=options.gateway_queue,
             log_file=home / "gateway.log",
-            cwd=ROOT,
-            name="gateway",
         )
-        gateway.start()
-        stack.callback(gateway.stop, 3.0)
+        stack.callback(gateway.stop)
+        start_gateway(gateway, port=gw_port)
         base_url = f"http://127.0.0.1:{gw_port}"
         stats_url = f"{base_url}/podium/gateway/stats"
-        wait_until(lambda: _answers(stats_url), timeout=30, what="the gateway")
         gateway_pid = lambda: gateway.pid  # noqa: E731
 
     def cpu() -> dict[str, float]:
@@ -173,24 +138,6 @@ def start_restate(flow: str, stack: ExitStack, workdir: Path, options: StackOpti
         }
 
     return Target(flow, base_url, path, body, cpu, options, stats_url)
-
-
-def _stop_group(process: ChildProcess) -> None:
-    """Stop a service and every worker it forked (granian's workers outlive a killed parent)."""
-    pid = process.pid
-    process.stop(grace=3.0)
-    if pid is not None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)  # its own process group (ChildProcess starts a session)
-
-
-def _answers(url: str) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(url, timeout=1.0).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def start_target(flow: str, stack: ExitStack, workdir: Path, options: StackOptions) -> Target:

@@ -83,6 +83,10 @@ async def record(ctx: ObjectContext, req: RecordEvent) -> OrderState:
         )
     except IllegalTransition as exc:
         raise TerminalError(f"order {ctx.key()}: {exc}", 409) from exc
+    try:
+        fold([event], state)  # the event must fold: its data has what its type needs
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise TerminalError(f"data: not a valid {req.type.value} event: {exc!r}", 400) from exc
     return await _append(ctx, events, state, event)
 
 
@@ -92,9 +96,13 @@ async def get_events(ctx: ObjectSharedContext) -> list[Event]:
     return await load_events(ctx)
 
 
-@orders.handler("Replay", kind="shared")
-async def replay(ctx: ObjectSharedContext) -> OrderView:
-    """Rebuild every projection of this order from the event store; returns the rebuilt summary."""
+@orders.handler("Replay")
+async def replay(ctx: ObjectContext) -> OrderView:
+    """Rebuild every projection of this order from the event store; returns the rebuilt summary.
+
+    Exclusive, so no event is appended (and published) while the rebuild is sent: a rebuild can never
+    overwrite an event the projections received after the stream it was built from.
+    """
     events = await load_events(ctx)
     if not events:
         raise TerminalError(f"no order {ctx.key()}", 404)

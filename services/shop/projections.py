@@ -192,7 +192,17 @@ async def rebuild_customer(ctx: ObjectContext, req: RebuildStream) -> list[Order
 
 
 def describe(event: Event) -> str:
-    """One line saying what happened, for people reading the trail."""
+    """One line saying what happened, for people reading the trail.
+
+    Never fails: a projection that raised here would be retried by the engine forever.
+    """
+    try:
+        return _describe(event)
+    except (KeyError, TypeError, ValueError):
+        return ", ".join(f"{k}={v}" for k, v in sorted(event.data.items()))
+
+
+def _describe(event: Event) -> str:
     data = event.data
     if "reason" in data:
         return str(data["reason"])

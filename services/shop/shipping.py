@@ -62,6 +62,8 @@ class Shipment(Model):
     """``label_created``, then the carrier's scans (``in_transit``…), then ``delivered``."""
     scans: list[str] = []
     """Update ids of the carrier scans recorded, in order."""
+    delivered: bool = False
+    """Whether ``ConfirmDelivery`` recorded the delivery (a carrier scan saying "delivered" does not)."""
 
 
 async def _load(ctx: ObjectContext | ObjectSharedContext) -> Shipment | None:
@@ -106,7 +108,7 @@ async def update_tracking(ctx: ObjectContext, req: TrackingRequest) -> Shipment:
     shipment = await _require(ctx)
     if req.update_id in shipment.scans:
         return shipment
-    if shipment.status == "delivered":
+    if shipment.delivered:
         raise TerminalError(f"the shipment of order {ctx.key()} was already delivered", 409)
     await call(
         ctx,
@@ -129,7 +131,7 @@ async def update_tracking(ctx: ObjectContext, req: TrackingRequest) -> Shipment:
 async def confirm_delivery(ctx: ObjectContext, req: DeliveryRequest) -> Shipment:
     """Record the delivery on the shipment and as ``OrderDelivered`` on the order (once)."""
     shipment = await _require(ctx)
-    if shipment.status == "delivered":
+    if shipment.delivered:
         return shipment
     await call(
         ctx,
@@ -143,6 +145,7 @@ async def confirm_delivery(ctx: ObjectContext, req: DeliveryRequest) -> Shipment
         key=ctx.key(),
     )
     shipment.status = "delivered"
+    shipment.delivered = True
     ctx.set("shipment", shipment.model_dump(mode="json"))
     return shipment
 

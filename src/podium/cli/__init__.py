@@ -116,13 +116,14 @@ def up(
             typer.echo(f"  {deployment.name:<12} {process.url}  {names}")
         front = ""
         if gateway_port:
-            gateway = start_gateway(
+            gateway = gateway_process(
                 engine.ingress_url,
                 port=gateway_port,
                 max_in_flight=max_in_flight,
                 max_queue=max_queue,
                 log_file=data_dir / "logs" / "gateway.log",
             )
+            start_gateway(gateway, port=gateway_port)
             front = (
                 f"  gateway  http://127.0.0.1:{gateway_port}   (the ingress behind admission control: "
                 f"{max_in_flight} in flight, {max_queue} queued, then 503 + Retry-After)\n"
@@ -146,22 +147,22 @@ def up(
                 raise EngineError(f"the gateway exited; see {gateway.log_file}")
             stop.wait(0.5)
         typer.echo("stopping ...")
-    except EngineError as exc:
+    except (EngineError, TimeoutError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     finally:
         if gateway is not None:
-            gateway.stop()
+            gateway.stop(grace=12.0)  # the gateway lets forwarded requests finish for up to 10 s
         for process in processes:
             process.stop()
         engine.stop()
 
 
-def start_gateway(
+def gateway_process(
     upstream: str, *, port: int, max_in_flight: int, max_queue: int, log_file: Path
 ) -> ChildProcess:
-    """Run ``python -m podium.gateway`` in front of ``upstream`` and wait until it answers."""
-    gateway = ChildProcess(
+    """The ``python -m podium.gateway`` process in front of ``upstream`` (not started)."""
+    return ChildProcess(
         [
             sys.executable,
             "-m",
@@ -180,19 +181,22 @@ def start_gateway(
         log_file=log_file,
         name="gateway",
     )
+
+
+def start_gateway(gateway: ChildProcess, *, port: int) -> None:
+    """Start ``gateway`` and wait until it answers on ``port``."""
     gateway.start()
     url = f"http://127.0.0.1:{port}{STATS_PATH}"
 
     def ready() -> bool:
         if not gateway.running():
-            raise EngineError(f"the gateway exited at start; see {log_file}:\n{gateway.tail()}")
+            raise EngineError(f"the gateway exited at start; see {gateway.log_file}:\n{gateway.tail()}")
         try:
             return httpx.get(url, timeout=1.0).status_code == 200
         except httpx.HTTPError:
             return False
 
     wait_until(ready, timeout=30, what="the gateway")
-    return gateway
 
 
 @app.command()

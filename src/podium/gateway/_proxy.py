@@ -74,7 +74,8 @@ class GatewayStats:
     upstream_errors: int
     """Admitted requests answered 502 or 504 (upstream unreachable, closed mid-answer, or timed out)."""
     abandoned: int
-    """Admitted requests whose client went away before the answer came (their slot was freed)."""
+    """Admitted requests whose client went away before the answer came (their slot was held until the
+    upstream answered)."""
 
     def to_json(self) -> dict[str, int]:
         """The stats with the JSON names the stats endpoint uses (camelCase)."""
@@ -154,6 +155,7 @@ class Gateway:
         self._server: asyncio.Server | None = None
         self._connections: set[_ClientConnection] = set()
         self._serving: set[asyncio.Task[None]] = set()
+        self._forwards: set[asyncio.Future[bytes]] = set()
         self._warned_at = -math.inf
         self.admitted = 0
         self.rejected = 0
@@ -226,12 +228,22 @@ class Gateway:
         self._admission.close()
         for connection in list(self._connections):
             connection.close_if_idle()
-        if self._serving:
-            await asyncio.wait(set(self._serving), timeout=grace)
+        pending = set(self._serving) | set(self._forwards)
+        if pending:
+            await asyncio.wait(pending, timeout=grace)
+        for forward in list(self._forwards):
+            forward.cancel()  # forwards of clients that left, still running after the grace period
         for connection in list(self._connections):
             connection.abort()
         self._pool.close()
         await server.wait_closed()
+
+    def _forwarded(self, forward: asyncio.Future[bytes]) -> None:
+        """A forward ended (answered, failed or cut off at stop): its slot goes back."""
+        self._forwards.discard(forward)
+        self._admission.release()
+        if not forward.cancelled():
+            forward.exception()  # retrieved, so an abandoned forward's failure is not reported as lost
 
     async def __aenter__(self) -> Gateway:
         await self.start()
@@ -326,7 +338,8 @@ class Gateway:
         # goes on in the engine, and freeing the slot early would let clients that give up push more
         # work into the engine than the limit allows (the collapse the gateway exists to prevent).
         forward = asyncio.ensure_future(self._forward(request, client.peer))
-        forward.add_done_callback(lambda _: admission.release())
+        self._forwards.add(forward)
+        forward.add_done_callback(self._forwarded)
         try:
             answer = await asyncio.shield(forward)
         except asyncio.CancelledError:

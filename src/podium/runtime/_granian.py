@@ -19,7 +19,7 @@ import contextlib
 import os
 import signal
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from restate.server import install_shutdown_hook
 
@@ -79,7 +79,7 @@ def granian_argv(app_spec: str, *, host: str, port: int, workers: int) -> list[s
     ]
 
 
-def exec_granian(app_spec: str, *, host: str, port: int, workers: int) -> None:
+def exec_granian(app_spec: str, *, host: str, port: int, workers: int) -> NoReturn:
     """Replace this process with granian serving ``app_spec`` (never returns)."""
     load_app(app_spec)  # fail here, with a clear message, if the spec is wrong
     os.environ[APP_SPEC_ENV] = app_spec

@@ -104,18 +104,21 @@ class ChildProcess:
         if self._proc is not None and self._proc.poll() is None:
             self._kill_group()
             self._proc.wait()
+        self._kill_group()  # workers left behind by a process that died on its own
         self._forget()
 
     def _kill_group(self) -> None:
         """SIGKILL the child's process group (its own, see :meth:`start`): workers it forked die too."""
-        assert self._proc is not None
+        if self._proc is None:
+            return
         try:
             os.killpg(self._proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
-            self._proc.kill()
+            if self._proc.poll() is None:
+                self._proc.kill()
 
-    def stop(self, grace: float = 5.0) -> None:
-        """Stop the process: SIGTERM, then SIGKILL if it is still alive after ``grace`` seconds."""
+    def stop(self, grace: float = 8.0) -> None:
+        """Stop the process: SIGTERM, then SIGKILL (its whole group) if alive after ``grace`` seconds."""
         proc = self._proc
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -124,6 +127,7 @@ class ChildProcess:
             except subprocess.TimeoutExpired:
                 self._kill_group()
                 proc.wait()
+        self._kill_group()  # anything of its group still alive (orphaned workers)
         self._forget()
 
     def tail(self, lines: int = 40) -> str:

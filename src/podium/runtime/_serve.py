@@ -238,8 +238,8 @@ class DeploymentProcess:
 
         wait_until(ready, timeout=timeout, what=f"deployment {self.app_spec} on {self.url}")
 
-    def stop(self, grace: float = 5.0) -> None:
-        """SIGTERM, then SIGKILL after ``grace`` seconds."""
+    def stop(self, grace: float = 8.0) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds (granian gives its workers 5 s to finish)."""
         self._process.stop(grace=grace)
 
     def kill(self) -> None:

@@ -162,3 +162,17 @@ def test_notifications_follow_the_customers_preferences(podium_env: PodiumEnv) -
     assert [m["subject"] for m in push] == [f"Order {order_id} confirmed"]
     assert len(sms) == 1
     assert MailProvider().outbox(body["email"]) == []  # email is not among the chosen channels
+
+
+def test_an_event_whose_data_does_not_fold_is_refused_with_400_and_the_order_is_untouched(
+    podium_env: PodiumEnv,
+) -> None:
+    order_id, _ = completed_order(podium_env)
+    before = events(podium_env, order_id)
+    response = podium_env.post(
+        f"/ShopOrder/{order_id}/Record",
+        {"type": "TrackingUpdated", "eventId": "bad-scan", "actor": "someone", "data": {}},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["message"].startswith("data: not a valid TrackingUpdated event")
+    assert events(podium_env, order_id) == before
