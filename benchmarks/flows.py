@@ -130,9 +130,8 @@ class BenchResult(Model):
 orders = podium.Workflow("PodiumOrder")
 
 
-@orders.main("Run")
-async def run(ctx: WorkflowContext, order: BenchOrder) -> BenchResult:
-    async with Saga(ctx, "order") as saga:
+async def _run_order(ctx: WorkflowContext, order: BenchOrder, *, keep_log: bool) -> BenchResult:
+    async with Saga(ctx, "order", keep_log=keep_log) as saga:
         reservation = await saga.step(
             "reserve", lambda: call(ctx, reserve, order), compensate=lambda: call(ctx, undo, order)
         )
@@ -146,6 +145,12 @@ async def run(ctx: WorkflowContext, order: BenchOrder) -> BenchResult:
     return BenchResult(
         order_id=order.id, reservation=reservation.ref, payment=payment.ref, shipment=shipment.ref
     )
+
+
+@orders.main("Run")
+async def run(ctx: WorkflowContext, order: BenchOrder) -> BenchResult:
+    """The order flow with Podium: a saga whose log is kept in state (readable while it runs)."""
+    return await _run_order(ctx, order, keep_log=True)
 
 
 orders_without_log = podium.Workflow("PodiumOrderNoLog")
@@ -154,20 +159,7 @@ orders_without_log = podium.Workflow("PodiumOrderNoLog")
 @orders_without_log.main("Run")
 async def run_without_log(ctx: WorkflowContext, order: BenchOrder) -> BenchResult:
     """The Podium flow with ``keep_log=False``: no saga state writes, to measure what the log costs."""
-    async with Saga(ctx, "order", keep_log=False) as saga:
-        reservation = await saga.step(
-            "reserve", lambda: call(ctx, reserve, order), compensate=lambda: call(ctx, undo, order)
-        )
-        payment = await saga.step(
-            "charge", lambda: call(ctx, charge, order), compensate=lambda: call(ctx, undo, order)
-        )
-        shipment = await saga.step(
-            "ship", lambda: call(ctx, ship, order), compensate=lambda: call(ctx, undo, order)
-        )
-    await call(ctx, notify, order)
-    return BenchResult(
-        order_id=order.id, reservation=reservation.ref, payment=payment.ref, shipment=shipment.ref
-    )
+    return await _run_order(ctx, order, keep_log=False)
 
 
 podium_app = restate.app(services=[steps, orders, orders_without_log])

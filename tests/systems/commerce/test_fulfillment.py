@@ -10,8 +10,9 @@ import pytest
 
 from podium.runtime import DeploymentProcess, Engine
 from podium.testing import PodiumEnv, assert_eventually, new_key, process_env
-from services.common.providers import MailProvider, PaymentGateway
+from services.common.providers import MailProvider
 from tests.systems.commerce.conftest import holds
+from tests.systems.money import money
 
 pytestmark = pytest.mark.engine
 
@@ -44,20 +45,6 @@ def fulfilment_request(**overrides: Any) -> dict[str, Any]:
 def fulfil(env: PodiumEnv, order_id: str, body: dict[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = env.call(f"/FulfillmentOrchestrator/{order_id}/FulfillOrder", body)
     return result
-
-
-def money(payment_id: str) -> dict[str, int]:
-    """What the gateway did for one payment id: charges, refunds, net cents kept, requests received."""
-    gateway = PaymentGateway()
-    charges = [e for e in gateway.effects(kind="charge") if e["key"] == payment_id]
-    subjects = {c["subject"] for c in charges}
-    refunds = [e for e in gateway.effects(kind="refund") if e["subject"] in subjects]
-    return {
-        "charges": len(charges),
-        "refunds": len(refunds),
-        "net": sum(c["amountCents"] for c in charges) - sum(r["amountCents"] for r in refunds),
-        "requests": gateway.requests(payment_id),
-    }
 
 
 def slot(env: PodiumEnv, shipment_id: str) -> dict[str, Any] | None:

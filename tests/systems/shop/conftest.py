@@ -9,7 +9,6 @@ import restate
 
 from podium.testing import PodiumEnv, new_key
 from services.common.app import SERVICES as COMMON_SERVICES
-from services.common.providers import PaymentGateway
 from services.shop.app import SERVICES as SHOP_SERVICES
 
 shop = restate.app(services=[*SHOP_SERVICES, *COMMON_SERVICES])
@@ -46,20 +45,6 @@ def place(env: PodiumEnv, order_id: str, body: dict[str, Any]) -> dict[str, Any]
     """Place an order and return the answer (failing the test on an error status)."""
     result: dict[str, Any] = env.call(f"/ShopOrder/{order_id}/Place", body)
     return result
-
-
-def money(payment_id: str) -> dict[str, int]:
-    """What the gateway did for one payment id: charges, refunds, net cents kept, requests received."""
-    gateway = PaymentGateway()
-    charges = [e for e in gateway.effects(kind="charge") if e["key"] == payment_id]
-    subjects = {c["subject"] for c in charges}
-    refunds = [e for e in gateway.effects(kind="refund") if e["subject"] in subjects]
-    return {
-        "charges": len(charges),
-        "refunds": len(refunds),
-        "net": sum(c["amountCents"] for c in charges) - sum(r["amountCents"] for r in refunds),
-        "requests": gateway.requests(payment_id),
-    }
 
 
 def events(env: PodiumEnv, order_id: str) -> list[dict[str, Any]]:

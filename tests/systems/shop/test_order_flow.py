@@ -10,7 +10,8 @@ import pytest
 from podium.testing import PodiumEnv, assert_eventually, new_key
 from services.common.providers import MailProvider
 from services.shop.app import BENCH_FLOW
-from tests.systems.shop.conftest import events, money, order_body, place, stock
+from tests.systems.money import money
+from tests.systems.shop.conftest import events, order_body, place, stock
 
 pytestmark = pytest.mark.engine
 
