@@ -11,8 +11,12 @@ Import everything from here; modules with a leading underscore are private.
 - Status: :class:`StatusTracker`, :func:`read_status`.
 - Clients: :func:`call`, :func:`send` inside handlers; :class:`IngressClient` outside.
 - Idempotent keyed runs: :class:`RunOnce` (a repeat returns the first result).
+- Doors: :func:`app` (a deployment that serves only its engine's signed requests), ``public=`` on a
+  handler (:data:`Access`; private otherwise), :func:`caller` (the subject the gateway verified).
 """
 
+from podium._app import IDENTITY_KEYS_ENV, app
+from podium._caller import INTERNAL_CALLER, SUBJECT_HEADER, caller
 from podium._clients import IngressClient, IngressError, Invocation, call, send
 from podium._concurrency import (
     BatchError,
@@ -65,7 +69,16 @@ from podium._saga import (
     Strategy,
     read_saga_log,
 )
-from podium._services import DEFAULT_RETRY, RetryPolicy, Service, VirtualObject, Workflow
+from podium._services import (
+    DEFAULT_RETRY,
+    Access,
+    RetryPolicy,
+    Service,
+    VirtualObject,
+    Workflow,
+    describe_validation_error,
+)
+from podium._settings import Deadline
 from podium._status import PhaseChange, Status, StatusTracker, read_status
 
 __all__ = [
@@ -73,7 +86,11 @@ __all__ = [
     "COMPENSATE_ALL",
     "COMPENSATE_COMPLETED",
     "DEFAULT_RETRY",
+    "IDENTITY_KEYS_ENV",
+    "INTERNAL_CALLER",
     "PARALLEL",
+    "SUBJECT_HEADER",
+    "Access",
     "ApprovalOutcome",
     "ApprovalResult",
     "Backoff",
@@ -82,6 +99,7 @@ __all__ = [
     "CompensationFailed",
     "CompletionPolicy",
     "DeadLetter",
+    "Deadline",
     "Decision",
     "FanOutError",
     "FanOutResult",
@@ -117,7 +135,10 @@ __all__ = [
     "VirtualObject",
     "Workflow",
     "add_approval_handlers",
+    "app",
     "call",
+    "caller",
+    "describe_validation_error",
     "fan_out",
     "fan_out_fail",
     "map_concurrent",

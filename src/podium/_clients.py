@@ -101,18 +101,30 @@ class Invocation:
 
 
 class IngressClient:
-    """Calls handlers through the engine's ingress from code outside the engine.
+    """Calls handlers from code outside the engine: on the trusted ingress, or through the gateway.
 
     Args:
-        ingress_url: The ingress, e.g. ``http://127.0.0.1:8080``.
-        admin_url: The admin API, needed only to cancel or kill invocations.
+        ingress_url: The ingress (``http://127.0.0.1:8080``, every handler), or the gateway
+            (``http://127.0.0.1:8000``, public handlers only, with ``token``).
+        admin_url: The admin API, needed only to cancel or kill invocations (an operator's door).
         timeout: Seconds to wait for an answer.
+        token: An access token, sent as ``Authorization: Bearer`` (the gateway needs one). Through the
+            gateway, attaching by invocation id and awakeables are not reachable: attach with the same
+            idempotency key instead.
     """
 
-    def __init__(self, ingress_url: str, *, admin_url: str | None = None, timeout: float = 300.0) -> None:
+    def __init__(
+        self,
+        ingress_url: str,
+        *,
+        admin_url: str | None = None,
+        timeout: float = 300.0,
+        token: str | None = None,
+    ) -> None:
         self.ingress_url = ingress_url.rstrip("/")
         self.admin_url = admin_url.rstrip("/") if admin_url else None
-        self._http = httpx.Client(timeout=timeout)
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(timeout=timeout, headers=headers)
 
     def close(self) -> None:
         """Close the HTTP connections."""

@@ -23,9 +23,10 @@ from typing import TypeVar
 
 from restate import TerminalError, WorkflowContext, WorkflowSharedContext
 
+from podium._caller import INTERNAL_CALLER, caller
 from podium._concurrency import Timed, with_timeout
 from podium._model import Model
-from podium._services import Workflow
+from podium._services import Access, Workflow
 
 T = TypeVar("T")
 
@@ -47,7 +48,7 @@ class Decision(Model):
 
     approved: bool = True
     by: str | None = None
-    """Who decided."""
+    """Who decided: the verified subject of the caller's token when it came through the gateway."""
     comment: str | None = None
 
 
@@ -89,7 +90,12 @@ def _state_key(name: str) -> str:
 
 
 def add_approval_handlers(
-    workflow: Workflow, *, name: str = "approval", approve: str = "Approve", reject: str = "Reject"
+    workflow: Workflow,
+    *,
+    name: str = "approval",
+    approve: str = "Approve",
+    reject: str = "Reject",
+    public: Access | None = "operator",
 ) -> None:
     """Add shared handlers that decide the approval ``name`` of ``workflow``.
 
@@ -97,9 +103,17 @@ def add_approval_handlers(
     seed's ``{"approved": false}`` rejects); ``reject`` always rejects. A decision that arrives before
     :func:`wait_for_approval` starts waiting is kept (the promise is durable) and applies when it does;
     one after the deadline is refused with 409, and so is a second decision, naming the first.
+
+    Deciding is an operator action: both handlers are public with ``public="operator"`` unless told
+    otherwise (``None`` keeps them for other handlers only). ``by`` is the verified subject of the
+    caller's token when the decision came through the gateway; a ``by`` in the body counts only when
+    it came through a trusted door (the ingress, or another handler).
     """
 
     async def decide(ctx: WorkflowSharedContext, decision: Decision) -> ApprovalResult:
+        subject = caller(ctx)
+        if subject != INTERNAL_CALLER or decision.by is None:
+            decision = decision.model_copy(update={"by": subject})
         if await ctx.get(_state_key(name), type_hint=str) == ApprovalOutcome.TIMED_OUT.value:
             raise TerminalError(f"the deadline for {name} of {ctx.key()} has passed", 409)
         promise = ctx.promise(name, type_hint=dict)
@@ -118,5 +132,5 @@ def add_approval_handlers(
     async def reject_handler(ctx: WorkflowSharedContext, decision: Decision) -> ApprovalResult:
         return await decide(ctx, decision.model_copy(update={"approved": False}))
 
-    workflow.handler(approve)(approve_handler)
-    workflow.handler(reject)(reject_handler)
+    workflow.handler(approve, public=public)(approve_handler)
+    workflow.handler(reject, public=public)(reject_handler)

@@ -32,13 +32,33 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
+from pydantic import ValidationError
 from restate import Context, RestateDurableCallFuture, RestateDurableFuture, TerminalError, wait_completed
 
 from podium._context import can_write_state
 from podium._model import Model
+from podium._services import invalid_value
 
 T = TypeVar("T")
 Action = Callable[[], Awaitable[T]]
+
+
+def _start(action: Action[T]) -> Awaitable[T]:
+    """Start a step's action; one that cannot even build its request fails its step.
+
+    A ``ValidationError`` means the values are wrong, and a retry will not change them: the step fails
+    like one that raised a terminal error, so the saga compensates instead of the engine retrying it.
+    """
+    try:
+        return action()
+    except ValidationError as exc:
+        return _raise(invalid_value(exc))
+
+
+async def _raise(error: TerminalError) -> Any:
+    raise error
+
+
 Compensation = Callable[[], Awaitable[Any]]
 
 STATE_PREFIX = "podium.saga."
@@ -349,7 +369,7 @@ class Saga:
         """
         records = [self._register(s) for s in steps]
         self._save()
-        started = [s.action() for s in steps]
+        started = [_start(s.action) for s in steps]
         for record in records:
             record.attempts = 1
         results: list[Any] = []
@@ -379,10 +399,16 @@ class Saga:
     async def _await(self, record: StepRecord, awaitable: Awaitable[Any]) -> Any:
         """Await a step's action, against the saga's deadline when there is one."""
         if self._deadline is None or not isinstance(awaitable, RestateDurableFuture):
-            return await awaitable
+            try:
+                return await awaitable
+            except ValidationError as exc:
+                raise invalid_value(exc) from exc
         done, _ = await wait_completed(awaitable, self._deadline)
         if any(f is awaitable for f in done):
-            return await awaitable
+            try:
+                return await awaitable
+            except ValidationError as exc:
+                raise invalid_value(exc) from exc
         if isinstance(awaitable, RestateDurableCallFuture):
             await awaitable.cancel_invocation()
         raise SagaTimeout(f"{self.name} timed out after {self.timeout} during {record.name}")
@@ -395,7 +421,10 @@ class Saga:
             await self.ctx.sleep(backoff.delay(record.attempts), name=f"retry {record.name}")
             record.attempts += 1
             try:
-                result = await step.action()
+                result = await _start(step.action)
+            except ValidationError as exc:
+                error = invalid_value(exc)
+                continue
             except TerminalError as exc:
                 error = exc
                 continue
@@ -438,6 +467,10 @@ class Saga:
             self.log.status = SagaStatus.COMPLETED
             self._save()
             return
+        if isinstance(exc, ValidationError):
+            # A value built in the saga's body (between steps) does not validate: no retry changes it,
+            # so it ends the saga like a terminal error would.
+            exc = invalid_value(exc)
         if not isinstance(exc, TerminalError) or isinstance(exc, SagaError):
             # Anything else (a bug, or the SDK suspending the invocation) is retried by the engine, which
             # replays the journal: nothing to undo here.

@@ -1,3 +1,5 @@
+"""The lab app on the session engine and on an engine that forces replays."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -1,12 +1,27 @@
 """Services that exercise the framework's primitives against a real engine (the "lab").
 
+The lab plays a client-facing system (``system="lab"``): what a test drives the way a client would is
+public, what only other lab handlers call is private, as in a real system, so tests read it with
+``env.call_private``.
+
+Public (what a client starts or reads):
+
+- ``LabPatterns`` (write): runs fan_out, fan_out_fail, map_concurrent, race and with_timeout over
+  workers, and waits for an awakeable.
+- ``LabSaga/{run}``: ``Run`` (write) a saga built from a scenario (strategy, failures, pivot, deadline,
+  a step whose request does not validate); ``Log`` (read) its saga log.
+- ``LabApproval/{id}``: ``Run`` (write) a workflow waiting for approval with a deadline; ``Status``
+  (read); ``Approve``/``Reject`` (operator, from ``add_approval_handlers``).
+- ``LabDoors``: ``Whoami`` (read) answers :func:`podium.caller`; ``Deposit`` (write) calls the private
+  ``LabVault/Put``; ``Convert`` (write) builds a model from its input inside the handler.
+
+Private (only other lab handlers call them):
+
 - ``LabWorker/Work``: one branch of a fan-out; sleeps, fails on request, reports when it started and
   ended (engine clock) and records its own cancellation in ``LabTracker``.
-- ``LabPatterns``: runs fan_out, fan_out_fail, map_concurrent, race and with_timeout over workers.
 - ``LabEffects/{run:step}``: a saga step's side effect and its undo, with counters and scripted failures.
-- ``LabSaga/{run}``: a saga built from a scenario (strategy, failures, pivot, deadline).
 - ``LabTracker/{key}``: an append-only list of events, to check order and cancellations.
-- ``LabApproval/{id}``: a workflow waiting for approval with a deadline.
+- ``LabVault/{key}``: ``Put`` keeps a value with the caller it saw; ``Get`` reads it (404 when empty).
 """
 
 from __future__ import annotations
@@ -26,6 +41,7 @@ from restate import (
     WorkflowSharedContext,
 )
 
+import podium
 from podium import (
     BEST_EFFORT,
     COMPENSATE_ALL,
@@ -62,7 +78,7 @@ from podium import (
 
 # -- tracker ---------------------------------------------------------------------------------------------
 
-tracker = VirtualObject("LabTracker")
+tracker = VirtualObject("LabTracker", system="lab")
 
 
 @tracker.handler("Mark")
@@ -93,7 +109,7 @@ class WorkResult(Model):
     ended_at: float
 
 
-worker = Service("LabWorker")
+worker = Service("LabWorker", system="lab")
 
 
 @worker.handler("Work")
@@ -146,14 +162,14 @@ class TimeoutSummary(Model):
     value: WorkResult | None = None
 
 
-patterns = Service("LabPatterns")
+patterns = Service("LabPatterns", system="lab")
 
 
 def _start(ctx: Context, item: WorkItem) -> restate.RestateDurableCallFuture[WorkResult]:
     return call(ctx, work, item)
 
 
-@patterns.handler("FanOut")
+@patterns.handler("FanOut", public="write")
 async def run_fan_out(ctx: Context, req: Items) -> FanOutSummary:
     result = await fan_out([_start(ctx, i) for i in req.items])
     return FanOutSummary(
@@ -165,7 +181,7 @@ async def run_fan_out(ctx: Context, req: Items) -> FanOutSummary:
     )
 
 
-@patterns.handler("FanOutFail")
+@patterns.handler("FanOutFail", public="write")
 async def run_fan_out_fail(ctx: Context, req: Items) -> FanOutSummary:
     try:
         values = await fan_out_fail([_start(ctx, i) for i in req.items])
@@ -187,7 +203,7 @@ async def run_fan_out_fail(ctx: Context, req: Items) -> FanOutSummary:
     )
 
 
-@patterns.handler("Batch")
+@patterns.handler("Batch", public="write")
 async def run_batch(ctx: Context, req: BatchRequest) -> FanOutSummary:
     policy = CompletionPolicy(min_successes=req.min_successes, max_failures=req.max_failures)
     try:
@@ -213,7 +229,7 @@ async def run_batch(ctx: Context, req: BatchRequest) -> FanOutSummary:
     )
 
 
-@patterns.handler("Race")
+@patterns.handler("Race", public="write")
 async def run_race(ctx: Context, req: Items) -> RaceSummary:
     try:
         winner = await race([_start(ctx, i) for i in req.items])
@@ -222,7 +238,7 @@ async def run_race(ctx: Context, req: Items) -> RaceSummary:
     return RaceSummary(index=winner.index, value=winner.value, cancelled=winner.losers_cancelled)
 
 
-@patterns.handler("Timeout")
+@patterns.handler("Timeout", public="write")
 async def run_timeout(ctx: Context, req: TimeoutRequest) -> TimeoutSummary:
     timed = await with_timeout(ctx, _start(ctx, req.item), timedelta(milliseconds=req.timeout_ms))
     return TimeoutSummary(timed_out=timed.timed_out, value=timed.value)
@@ -246,7 +262,7 @@ class EffectCounts(Model):
     undo_attempts: int = 0
 
 
-effects = VirtualObject("LabEffects")
+effects = VirtualObject("LabEffects", system="lab")
 
 
 async def _counts(ctx: ObjectContext | ObjectSharedContext) -> EffectCounts:
@@ -302,6 +318,10 @@ class StepSpec(Model):
     action: EffectRequest = EffectRequest()
     undo: EffectRequest | None = EffectRequest()
     pivot: bool = False
+    invalid: Literal["build", "await", "body"] | None = None
+    """Build the action's request from a value that does not validate: when the saga calls the action
+    (``build``), inside the coroutine it awaits (``await``), or in the saga's body before the step
+    (``body``)."""
 
 
 class Scenario(Model):
@@ -329,10 +349,10 @@ STRATEGIES = {
 }
 FAST = Backoff(initial_interval=timedelta(milliseconds=50), max_interval=timedelta(milliseconds=200))
 
-sagas = VirtualObject("LabSaga")
+sagas = VirtualObject("LabSaga", system="lab")
 
 
-@sagas.handler("Run")
+@sagas.handler("Run", public="write")
 async def run_scenario(ctx: ObjectContext, scenario: Scenario) -> ScenarioResult:
     run = ctx.key()
     base = STRATEGIES[scenario.strategy]
@@ -356,7 +376,20 @@ async def run_scenario(ctx: ObjectContext, scenario: Scenario) -> ScenarioResult
 
     def action(spec: StepSpec) -> Any:
         req = spec.action.model_copy(update={"run": run})
-        return lambda: call(ctx, do, req, key=f"{run}:{spec.name}")
+        key = f"{run}:{spec.name}"
+        if spec.invalid == "build":
+            return lambda: call(
+                ctx, do, EffectRequest.model_validate({"failTimes": "never", "run": run}), key=key
+            )
+        if spec.invalid == "await":
+
+            async def build_then_call() -> EffectCounts:
+                return await call(
+                    ctx, do, EffectRequest.model_validate({"failTimes": "never", "run": run}), key=key
+                )
+
+            return build_then_call
+        return lambda: call(ctx, do, req, key=key)
 
     def compensation(spec: StepSpec) -> Any:
         if spec.undo is None:
@@ -375,6 +408,8 @@ async def run_scenario(ctx: ObjectContext, scenario: Scenario) -> ScenarioResult
                 )
             else:
                 for spec in scenario.steps:
+                    if spec.invalid == "body":
+                        EffectRequest.model_validate({"failTimes": "never", "run": run})
                     if spec.pivot:
                         await saga.pivot(spec.name, action(spec))
                     elif spec.name.startswith("built-"):
@@ -395,7 +430,7 @@ async def run_scenario(ctx: ObjectContext, scenario: Scenario) -> ScenarioResult
     return ScenarioResult(completed=True, log=saga.log)
 
 
-@sagas.handler("Log", kind="shared")
+@sagas.handler("Log", kind="shared", public="read")
 async def saga_log(ctx: ObjectSharedContext) -> SagaLog | None:
     return await read_saga_log(ctx, "lab")
 
@@ -412,11 +447,11 @@ class ApprovalReport(Model):
     by: str | None = None
 
 
-approvals = Workflow("LabApproval")
+approvals = Workflow("LabApproval", system="lab")
 add_approval_handlers(approvals)
 
 
-@approvals.main("Run")
+@approvals.main("Run", public="write")
 async def run_approval(ctx: WorkflowContext, req: ApprovalRequest) -> ApprovalReport:
     status = StatusTracker(ctx)
     await status.update(phase="waiting", progress=0.5, step="approval")
@@ -426,7 +461,7 @@ async def run_approval(ctx: WorkflowContext, req: ApprovalRequest) -> ApprovalRe
     return ApprovalReport(outcome=result.outcome, by=result.decision.by if result.decision else None)
 
 
-@approvals.handler("Status")
+@approvals.handler("Status", public="read")
 async def approval_status(ctx: WorkflowSharedContext) -> Status:
     return await read_status(ctx) or Status.empty()
 
@@ -444,7 +479,7 @@ class AwakeReport(Model):
     value: str | None = None
 
 
-@patterns.handler("WaitAwakeable")
+@patterns.handler("WaitAwakeable", public="write")
 async def wait_awakeable(ctx: Context, req: AwakeRequest) -> AwakeReport:
     awakeable_id, future = ctx.awakeable(type_hint=str)
     send(ctx, mark, f"awakeable:{awakeable_id}", key=req.tracker)
@@ -452,5 +487,68 @@ async def wait_awakeable(ctx: Context, req: AwakeRequest) -> AwakeReport:
     return AwakeReport(timed_out=timed.timed_out, value=timed.value)
 
 
-SERVICES = [tracker, worker, patterns, effects, sagas, approvals]
-app = restate.app(services=SERVICES)
+# -- doors: who may call what, and who asked -------------------------------------------------------------
+
+
+class Stored(Model):
+    value: str
+    caller: str
+    """What :func:`podium.caller` answered inside ``LabVault/Put``."""
+
+
+vault = VirtualObject("LabVault", system="lab")
+
+
+@vault.handler("Put")
+async def put(ctx: ObjectContext, value: str) -> Stored:
+    stored = Stored(value=value, caller=podium.caller(ctx))
+    ctx.set("stored", stored)
+    return stored
+
+
+@vault.handler("Get", kind="shared")
+async def get(ctx: ObjectSharedContext) -> Stored:
+    stored = await ctx.get("stored", type_hint=Stored)
+    if stored is None:
+        raise TerminalError(f"vault {ctx.key()} is empty", 404)
+    return stored
+
+
+class DepositRequest(Model):
+    vault: str
+    value: str
+
+
+class Asked(Model):
+    caller: str
+    """What :func:`podium.caller` answered in the handler the client called."""
+    inner: str
+    """What it answered in the handler that one called."""
+
+
+class ConvertRequest(Model):
+    fail_times: str
+    """Turned into ``EffectRequest.fail_times`` (an int) inside the handler, not at the door."""
+
+
+doors = Service("LabDoors", system="lab")
+
+
+@doors.handler("Whoami", public="read")
+async def whoami(ctx: Context) -> str:
+    return podium.caller(ctx)
+
+
+@doors.handler("Deposit", public="write")
+async def deposit(ctx: Context, req: DepositRequest) -> Asked:
+    stored = await call(ctx, put, req.value, key=req.vault)
+    return Asked(caller=podium.caller(ctx), inner=stored.caller)
+
+
+@doors.handler("Convert", public="write")
+async def convert(ctx: Context, req: ConvertRequest) -> EffectRequest:
+    return EffectRequest.model_validate({"failTimes": req.fail_times})
+
+
+SERVICES = [tracker, worker, patterns, effects, sagas, approvals, vault, doors]
+app = podium.app(services=SERVICES)

@@ -30,7 +30,9 @@ def max_overlap(results: list[dict[str, Any]]) -> int:
 
 def cancelled(env: PodiumEnv, tracker: str) -> set[str]:
     return {
-        e.split(":", 1)[1] for e in env.call(f"/LabTracker/{tracker}/Events") if e.startswith("cancelled:")
+        e.split(":", 1)[1]
+        for e in env.call_private(f"/LabTracker/{tracker}/Events")
+        if e.startswith("cancelled:")
     }
 
 

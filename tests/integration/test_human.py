@@ -14,6 +14,7 @@ from podium.testing import PodiumEnv, assert_eventually, new_key, process_env
 from tests.integration import lab as app
 
 pytestmark = pytest.mark.engine
+SUBJECT = "x-podium-subject"
 
 
 def client(env: PodiumEnv) -> IngressClient:
@@ -74,12 +75,31 @@ def test_no_decision_times_out_and_a_late_one_is_refused(lab: PodiumEnv) -> None
     assert "deadline for approval" in late.json()["message"]
 
 
+@pytest.mark.parametrize(("handler", "outcome_name"), [("Approve", "approved"), ("Reject", "rejected")])
+def test_the_decider_is_the_verified_subject_not_the_body(
+    lab: PodiumEnv, handler: str, outcome_name: str
+) -> None:
+    key = start_approval(lab, 60_000)
+    decided = lab.post(f"/LabApproval/{key}/{handler}", {"by": "mallory"}, headers={SUBJECT: "alice"})
+    assert decided.status_code == 200, decided.text
+    assert decided.json()["outcome"] == outcome_name
+    assert outcome(lab, key) == {"outcome": outcome_name, "by": "alice"}
+
+
+def test_a_decision_without_subject_or_by_is_recorded_as_internal(lab: PodiumEnv) -> None:
+    key = start_approval(lab, 60_000)
+    lab.call(f"/LabApproval/{key}/Approve", {})
+    assert outcome(lab, key) == {"outcome": "approved", "by": "internal"}
+
+
 def test_awakeable_resolved_in_time_and_timed_out(lab: PodiumEnv) -> None:
     tracker = new_key("tracker")
     with client(lab) as ingress:
         invocation = ingress.send(app.wait_awakeable, app.AwakeRequest(tracker=tracker, timeout_ms=60_000))
         awakeable = assert_eventually(
-            lambda: next((e.split(":", 1)[1] for e in lab.call(f"/LabTracker/{tracker}/Events")), None)
+            lambda: next(
+                (e.split(":", 1)[1] for e in lab.call_private(f"/LabTracker/{tracker}/Events")), None
+            )
         )
         ingress.resolve_awakeable(awakeable, "ready")
         assert ingress.attach(invocation.id) == {"timedOut": False, "value": "ready"}
@@ -87,40 +107,52 @@ def test_awakeable_resolved_in_time_and_timed_out(lab: PodiumEnv) -> None:
         assert late == app.AwakeReport(timed_out=True)
 
 
+def race(*items: app.WorkItem) -> app.Items:
+    return app.Items(items=list(items))
+
+
 def test_ingress_client_calls_by_handler_reference(lab: PodiumEnv) -> None:
     with client(lab) as ingress:
-        result = ingress.call(app.work, app.WorkItem(id="x"))
-        assert isinstance(result, app.WorkResult)
-        assert result.id == "x"
+        result = ingress.call(app.run_race, race(app.WorkItem(id="x")))
+        assert isinstance(result, app.RaceSummary)
+        assert (result.index, result.value.id) == (0, "x")
         with pytest.raises(IngressError) as failed:
-            ingress.call(app.work, app.WorkItem(id="y", fail=True))
-        assert failed.value.status_code == 422
-        assert failed.value.message == "item y failed"
+            ingress.call(app.run_race, race(app.WorkItem(id="y", fail=True)))
+        assert failed.value.status_code == 502
+        assert "item y failed" in failed.value.message
         with pytest.raises(ValueError, match="a key is required"):
-            ingress.call(app.counts)
-        first = ingress.send(app.work, app.WorkItem(id="z"), idempotency_key="same-" + new_key())
+            ingress.call(app.saga_log)
+        first = ingress.send(app.run_race, race(app.WorkItem(id="z")), idempotency_key="same-" + new_key())
         assert first.status == "Accepted"
+
+
+def test_ingress_client_cannot_call_a_private_handler(lab: PodiumEnv) -> None:
+    with client(lab) as ingress, pytest.raises(IngressError) as refused:
+        ingress.call(app.work, app.WorkItem(id="x"))
+    assert refused.value.status_code == 400
+    assert "not public" in refused.value.message
 
 
 def test_ingress_client_send_is_deduplicated_by_idempotency_key(lab: PodiumEnv) -> None:
     key = new_key("idem")
     with client(lab) as ingress:
-        first = ingress.send(app.work, app.WorkItem(id="z"), idempotency_key=key)
-        second = ingress.send(app.work, app.WorkItem(id="z"), idempotency_key=key)
+        first = ingress.send(app.run_race, race(app.WorkItem(id="z")), idempotency_key=key)
+        second = ingress.send(app.run_race, race(app.WorkItem(id="z")), idempotency_key=key)
         assert second.id == first.id
         assert second.status == "PreviouslyAccepted"
-        assert ingress.attach(first.id)["id"] == "z"
+        assert ingress.attach(first.id)["value"]["id"] == "z"
 
 
-def test_ingress_client_cancel(lab: PodiumEnv) -> None:
+def test_ingress_client_cancel_reaches_the_calls_in_flight(lab: PodiumEnv) -> None:
     tracker = new_key("tracker")
+    slow = app.WorkItem(id="slow", delay_ms=60_000, tracker=tracker)
     with client(lab) as ingress:
-        invocation = ingress.send(app.work, app.WorkItem(id="slow", delay_ms=60_000, tracker=tracker))
+        invocation = ingress.send(app.run_timeout, app.TimeoutRequest(item=slow, timeout_ms=120_000))
         ingress.cancel(invocation.id)
         with pytest.raises(IngressError) as cancelled:
             ingress.attach(invocation.id)
         assert cancelled.value.status_code == 409
-    assert_eventually(lambda: "cancelled:slow" in lab.call(f"/LabTracker/{tracker}/Events"))
+    assert_eventually(lambda: "cancelled:slow" in lab.call_private(f"/LabTracker/{tracker}/Events"))
 
 
 # -- waits that survive crashes -------------------------------------------------------------------------

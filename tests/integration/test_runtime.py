@@ -14,6 +14,7 @@ import psutil
 import pytest
 import restate
 
+import podium
 from podium.runtime import (
     DeploymentProcess,
     Engine,
@@ -101,13 +102,13 @@ def test_an_inner_pytest_session_leaves_nothing_and_reports_the_engine_log(tmp_p
 
 def test_sigterm_stops_a_deployment_after_it_served_requests(tmp_path: Path) -> None:
     with running_engine(tmp_path / "engine") as engine:
-        process = DeploymentProcess("services.travel.app:app", log_file=tmp_path / "travel.log", cwd=ROOT)
+        process = DeploymentProcess("tests.integration.lab:app", log_file=tmp_path / "lab.log", cwd=ROOT)
         process.start()
         try:
             engine.register(process.url)
             # One invocation makes restate-sdk install its own SIGTERM handler.
-            response = httpx.post(f"{engine.ingress_url}/TripOrchestrator/none/GetBooking", timeout=30)
-            assert response.status_code == 404
+            response = httpx.post(f"{engine.ingress_url}/LabDoors/Whoami", timeout=30)
+            assert response.json() == "internal"
         finally:
             process.stop(grace=5.0)
         status = process._process.returncode()
@@ -142,7 +143,7 @@ def _app_with(service_name: str) -> object:
     async def ping(ctx: restate.Context) -> str:
         return service_name
 
-    return restate.app(services=[service])
+    return podium.app(services=[service])
 
 
 def test_a_changed_deployment_is_registered_again_with_force(tmp_path: Path) -> None:

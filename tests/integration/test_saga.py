@@ -23,12 +23,12 @@ def run(env: PodiumEnv, steps: list[dict[str, Any]], **scenario: Any) -> tuple[s
 
 
 def counts(env: PodiumEnv, key: str, step_name: str) -> dict[str, int]:
-    answer: dict[str, int] = env.call(f"/LabEffects/{key}:{step_name}/Counts")
+    answer: dict[str, int] = env.call_private(f"/LabEffects/{key}:{step_name}/Counts")
     return answer
 
 
 def events(env: PodiumEnv, key: str) -> list[str]:
-    answer: list[str] = env.call(f"/LabTracker/{key}/Events")
+    answer: list[str] = env.call_private(f"/LabTracker/{key}/Events")
     return answer
 
 
@@ -190,3 +190,25 @@ def test_bad_scenario_is_a_400(lab: PodiumEnv) -> None:
         "strategy: Input should be 'all', 'completed', 'best_effort' or 'parallel'"
         in response.json()["message"]
     )
+
+
+@pytest.mark.parametrize("when", ["build", "await"])
+def test_a_step_whose_request_does_not_validate_fails_and_the_saga_compensates(
+    lab: PodiumEnv, when: str
+) -> None:
+    key, result = run(lab, [step("a"), step("b", invalid=when), step("c")], strategy="completed")
+    assert result["errorType"] == "SagaCompensated"
+    assert "invalid value: failTimes: Input should be a valid integer" in result["error"]
+    assert statuses(result) == {"a": "compensated", "b": "failed"}
+    assert counts(lab, key, "a") == {"actions": 1, "actionAttempts": 1, "undos": 1, "undoAttempts": 1}
+    # b never reached its effect (its request could not be built), and nothing after it ran.
+    assert counts(lab, key, "b")["actionAttempts"] == 0
+    assert counts(lab, key, "c")["actionAttempts"] == 0
+
+
+def test_a_value_that_does_not_validate_between_steps_compensates(lab: PodiumEnv) -> None:
+    key = new_key("saga")
+    response = lab.post(f"/LabSaga/{key}/Run", {"steps": [step("a"), step("b", invalid="body")]})
+    assert counts(lab, key, "a")["undos"] == 1, "step a was left done: nothing compensated it"
+    assert response.status_code == 200, response.text
+    assert response.json()["errorType"] == "SagaCompensated"

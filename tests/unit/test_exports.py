@@ -7,6 +7,7 @@ import podium.testing
 
 def test_podium_exports() -> None:
     assert set(podium.__all__) == {
+        "Access",
         "ApprovalOutcome",
         "ApprovalResult",
         "BEST_EFFORT",
@@ -18,7 +19,10 @@ def test_podium_exports() -> None:
         "CompensationFailed",
         "CompletionPolicy",
         "DEFAULT_RETRY",
+        "IDENTITY_KEYS_ENV",
+        "INTERNAL_CALLER",
         "DeadLetter",
+        "Deadline",
         "Decision",
         "FanOutError",
         "FanOutResult",
@@ -31,6 +35,7 @@ def test_podium_exports() -> None:
         "Outcome",
         "OutcomeStatus",
         "PARALLEL",
+        "SUBJECT_HEADER",
         "PhaseChange",
         "RaceError",
         "RaceResult",
@@ -55,7 +60,10 @@ def test_podium_exports() -> None:
         "VirtualObject",
         "Workflow",
         "add_approval_handlers",
+        "app",
         "call",
+        "caller",
+        "describe_validation_error",
         "fan_out",
         "fan_out_fail",
         "map_concurrent",

@@ -15,6 +15,17 @@ from podium.runtime._engine import (
     find_engine_binary,
     register_deployment,
 )
+from podium.runtime._keys import (
+    REQUEST_IDENTITY_FILE,
+    RETIRED_DIR,
+    TOKEN_ISSUER_FILE,
+    KeyFileError,
+    KeyPair,
+    key_id,
+    keys_dir,
+    load_public_keys,
+    restate_public_key,
+)
 from podium.runtime._process import ChildProcess, wait_until
 from podium.runtime._serve import (
     DeploymentProcess,
@@ -28,17 +39,26 @@ from podium.runtime._serve import (
 
 __all__ = [
     "ENGINE_BINARY_ENV",
+    "REQUEST_IDENTITY_FILE",
+    "RETIRED_DIR",
+    "TOKEN_ISSUER_FILE",
     "ChildProcess",
     "DeploymentProcess",
     "Engine",
     "EngineConfig",
     "EngineError",
+    "KeyFileError",
+    "KeyPair",
     "ThreadedServer",
     "find_engine_binary",
     "free_port",
     "hypercorn_config",
+    "key_id",
+    "keys_dir",
     "load_app",
+    "load_public_keys",
     "register_deployment",
+    "restate_public_key",
     "serve",
     "serve_forever",
     "wait_until",

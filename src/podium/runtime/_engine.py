@@ -51,6 +51,9 @@ class EngineConfig:
     """The engine's log filter (``RUST_LOG`` syntax)."""
     binary: Path | None = None
     """The restate-server binary; found automatically when None."""
+    request_identity_key: Path | None = None
+    """Ed25519 private key (PEM) the engine signs every request to a deployment with; deployments verify
+    it with the public half (``PODIUM_IDENTITY_KEYS``). None: requests are not signed."""
     extra_toml: str = ""
     """Raw TOML appended to the generated configuration, for settings not covered above."""
     env: dict[str, str] = field(default_factory=dict)
@@ -97,8 +100,14 @@ memory-size = "{self.query_engine_memory}"
 [ingress]
 listen-mode = "tcp"
 bind-address = "{self.host}:{self.ingress_port}"
-{self.extra_toml}
+{self._identity_toml()}{self.extra_toml}
 """
+
+    def _identity_toml(self) -> str:
+        if self.request_identity_key is None:
+            return ""
+        path = self.request_identity_key.resolve()
+        return f'\n[worker.invoker]\nrequest-identity-private-key-pem-file = "{path}"\n'
 
 
 def find_engine_binary(start: Path | None = None) -> Path:
@@ -249,10 +258,11 @@ def register_deployment(admin_url: str, uri: str, *, force: bool | None = None) 
     """Register the deployment at ``uri`` through the admin API and return the engine's answer.
 
     The engine answers a repeated registration of a known URI with the services it already knows, even
-    when the deployment now exposes others. With ``force=None`` (the default) the deployment's own
-    manifest is therefore compared with the engine's answer, and a changed deployment is registered
-    again with ``force``, replacing the old schema. ``force=True`` always overwrites; ``force=False``
-    never does, and raises if the engine's view is stale.
+    when the deployment now exposes others. With ``force=None`` (the default) what the deployment
+    exposes now (the engine's dry run of a forced registration) is therefore compared with the engine's
+    answer, and a changed deployment is registered again with ``force``, replacing the old schema (a
+    handler made private under the same name counts as a change). ``force=True`` always overwrites;
+    ``force=False`` never does, and raises if the engine's view is stale.
 
     Raises:
         EngineError: If the engine cannot be reached, refuses the deployment (it cannot reach it, or the
@@ -261,21 +271,23 @@ def register_deployment(admin_url: str, uri: str, *, force: bool | None = None) 
     answer = _post_deployment(admin_url, uri, force=bool(force))
     if force:
         return answer
-    exposed = _manifest_services(uri)
-    if exposed is None or exposed == _answer_services(answer):
+    # What the deployment exposes now, as the engine reads it (a dry run: the engine signs the request,
+    # which the deployment insists on, and stores nothing).
+    exposed = _schema(_post_deployment(admin_url, uri, force=True, dry_run=True))
+    if exposed == _schema(answer):
         return answer
     if force is False:
         raise EngineError(
-            f"the engine keeps an old schema for {uri} ({sorted(_answer_services(answer))}), "
+            f"the engine keeps an old schema for {uri} ({sorted(_schema(answer))}), "
             f"but it now exposes {sorted(exposed)}; register with force"
         )
     return _post_deployment(admin_url, uri, force=True)
 
 
-def _post_deployment(admin_url: str, uri: str, *, force: bool) -> dict[str, Any]:
+def _post_deployment(admin_url: str, uri: str, *, force: bool, dry_run: bool = False) -> dict[str, Any]:
     url = f"{admin_url.rstrip('/')}/deployments"
     try:
-        response = httpx.post(url, json={"uri": uri, "force": force}, timeout=30.0)
+        response = httpx.post(url, json={"uri": uri, "force": force, "dry_run": dry_run}, timeout=30.0)
     except httpx.HTTPError as exc:
         raise EngineError(f"cannot reach the engine's admin API at {admin_url}: {exc}") from exc
     if not response.is_success:
@@ -286,22 +298,22 @@ def _post_deployment(admin_url: str, uri: str, *, force: bool) -> dict[str, Any]
     return body
 
 
-def _manifest_services(uri: str) -> dict[str, set[str]] | None:
-    """Services and handler names the deployment itself announces (None if it cannot be asked)."""
-    try:
-        response = httpx.get(
-            f"{uri.rstrip('/')}/discover",
-            headers={"accept": "application/vnd.restate.endpointmanifest.v3+json"},
-            timeout=10.0,
-        )
-        manifest = response.json()
-    except (httpx.HTTPError, ValueError):
-        return None
-    return {s["name"]: {h["name"] for h in s.get("handlers", [])} for s in manifest.get("services", [])}
+_VOLATILE = frozenset({"deployment_id", "revision"})
+"""Fields of a registered service that change with every registration, whatever the code."""
 
 
-def _answer_services(answer: dict[str, Any]) -> dict[str, set[str]]:
-    return {s["name"]: {h["name"] for h in s.get("handlers", [])} for s in answer.get("services", [])}
+def _schema(answer: dict[str, Any]) -> dict[str, Any]:
+    """The services of a registration answer as the code defines them.
+
+    That is their handlers, which of them are public, metadata, schemas and policies: everything but
+    what changes with each registration.
+    """
+    schema: dict[str, Any] = {}
+    for service in answer.get("services", []):
+        described = {k: v for k, v in service.items() if k not in _VOLATILE}
+        described["handlers"] = {h["name"]: h for h in service.get("handlers", [])}  # in no set order
+        schema[service["name"]] = described
+    return schema
 
 
 def _error_text(response: httpx.Response) -> str:

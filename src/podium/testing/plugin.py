@@ -1,7 +1,8 @@
 """pytest plugin: a real restate-server per test session, with no Docker.
 
 Fixtures: ``podium_engine`` (session), ``podium_deployer`` (session), ``podium_env`` (needs a
-``podium_app`` fixture that returns the ASGI app under test). Options:
+``podium_app`` fixture that returns the ASGI app under test), ``podium_gateway`` (session: the public door
+in front of the session engine). Options:
 
 - ``--podium-ingress-url URL --podium-admin-url URL``: use an engine that is already running
   (also read from ``PODIUM_TEST_INGRESS_URL`` / ``PODIUM_TEST_ADMIN_URL``);
@@ -23,9 +24,19 @@ import httpx
 import pytest
 
 from podium.runtime import Engine
-from podium.testing import Deployer, PodiumEnv, engine_from_environment, test_engine_config
+from podium.testing import (
+    Deployer,
+    GatewayEnv,
+    PodiumEnv,
+    engine_from_environment,
+    harness_identity,
+    running_gateway,
+    stuck_invocations,
+    test_engine_config,
+)
 
 _LOG_KEY = pytest.StashKey[Path]()
+_STUCK_KEY = pytest.StashKey[list[dict[str, Any]]]()
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--podium-follow-logs", action="store_true", help="Stream the engine's log to stderr while tests run."
     )
+
+
+# The request-identity key is made when pytest loads this plugin, before it imports any conftest or test
+# module: those build their apps (podium.app) at import, and an app reads the key then.
+harness_identity()
 
 
 def _follow(path: Path, stop: threading.Event) -> None:
@@ -77,9 +93,18 @@ def podium_engine(
         threading.Thread(target=_follow, args=(engine.log_file, stop), daemon=True).start()
     try:
         yield EngineHandle(engine.ingress_url, engine.admin_url, engine, engine.log_file)
+        # What the engine still retries or has paused needs a look even when every test passed.
+        request.config.stash[_STUCK_KEY] = stuck_invocations(engine.admin_url)
     finally:
         stop.set()
         engine.stop()
+
+
+@pytest.fixture(scope="session")
+def podium_gateway(podium_engine: EngineHandle) -> Iterator[GatewayEnv]:
+    """The gateway in front of the session engine: tokens, scopes, public handlers only."""
+    with running_gateway(podium_engine.ingress_url, podium_engine.admin_url) as gateway:
+        yield gateway
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +153,19 @@ def podium_env(
         deployment_url=url,
         client=podium_client,
     )
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """List the session engine's invocations that were backing off or paused when the tests ended."""
+    stuck = config.stash.get(_STUCK_KEY, [])
+    if not stuck:
+        return
+    terminalreporter.section("invocations left backing off or paused on the session engine")
+    for row in stuck:
+        failure = (row.get("last_failure") or "").splitlines()[0][:160] if row.get("last_failure") else ""
+        terminalreporter.write_line(
+            f"{row['status']:<12} {row['target']}  retries={row['retry_count']}  {failure}"
+        )
 
 
 @pytest.hookimpl(wrapper=True)
