@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install run test check format bench bench-quick clean
+.PHONY: install run test check format bench bench-gateway clean
 
 install: $(VENV)/.synced node_modules/.installed
 
@@ -41,6 +41,9 @@ test: check
 
 bench: install
 	$(BIN)/python -m benchmarks.run --quick
+
+bench-gateway: install
+	$(BIN)/python -m benchmarks.gateway_cost
 
 clean:
 	rm -rf $(VENV) $(TOOLS) node_modules .podium .pytest_cache .mypy_cache .ruff_cache

@@ -10,6 +10,7 @@ Podium's overhead is the ratio of the two.
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Any
 
 import restate
@@ -87,7 +88,11 @@ async def raw_run(ctx: WorkflowContext, order: dict[str, Any]) -> dict[str, Any]
     return {"orderId": order["id"], "reservation": reservation, "payment": payment, "shipment": shipment}
 
 
-raw_app = restate.app(services=[raw_steps, raw_order])
+# Verifies the engine's signature like podium.app() does, so both flows pay for it.
+raw_app = restate.app(
+    services=[raw_steps, raw_order],
+    identity_keys=[k for k in os.environ.get(podium.IDENTITY_KEYS_ENV, "").split(",") if k],
+)
 
 
 # -- with Podium ---------------------------------------------------------------------------------------
@@ -127,7 +132,7 @@ class BenchResult(Model):
     shipment: str
 
 
-orders = podium.Workflow("PodiumOrder")
+orders = podium.Workflow("PodiumOrder", system="bench")
 
 
 async def _run_order(ctx: WorkflowContext, order: BenchOrder, *, keep_log: bool) -> BenchResult:
@@ -147,19 +152,28 @@ async def _run_order(ctx: WorkflowContext, order: BenchOrder, *, keep_log: bool)
     )
 
 
-@orders.main("Run")
+@orders.main("Run", public="write")
 async def run(ctx: WorkflowContext, order: BenchOrder) -> BenchResult:
     """The order flow with Podium: a saga whose log is kept in state (readable while it runs)."""
     return await _run_order(ctx, order, keep_log=True)
 
 
-orders_without_log = podium.Workflow("PodiumOrderNoLog")
+orders_without_log = podium.Workflow("PodiumOrderNoLog", system="bench")
 
 
-@orders_without_log.main("Run")
+@orders_without_log.main("Run", public="write")
 async def run_without_log(ctx: WorkflowContext, order: BenchOrder) -> BenchResult:
     """The Podium flow with ``keep_log=False``: no saga state writes, to measure what the log costs."""
     return await _run_order(ctx, order, keep_log=False)
 
 
-podium_app = restate.app(services=[steps, orders, orders_without_log])
+ping = podium.Service("Ping", system="bench")
+
+
+@ping.handler("Ping", public="read")
+async def ping_handler(ctx: Context, request: dict[str, Any]) -> dict[str, Any]:
+    """A handler that does nothing: what a request costs the gateway, the engine and the service alone."""
+    return request
+
+
+podium_app = podium.app(services=[steps, orders, orders_without_log, ping])

@@ -150,13 +150,17 @@ class Client:
         self._idle.clear()
 
 
-def _request(client: Client, path: str, body: str, run: Run, timeout: float) -> Callable[[], Awaitable[None]]:
+def _request(
+    client: Client, path: str, body: str, run: Run, timeout: float, headers: dict[str, str] | None
+) -> Callable[[], Awaitable[None]]:
     async def one() -> None:
         key = uuid.uuid4().hex
         payload = body.replace("{key}", key).encode()
         sent = time.monotonic()
         try:
-            status = await asyncio.wait_for(client.post(path.replace("{key}", key), payload), timeout)
+            status = await asyncio.wait_for(
+                client.post(path.replace("{key}", key), payload, headers), timeout
+            )
             outcome = "ok" if status == 200 else f"http-{status}"
         except TimeoutError:
             outcome = "timeout"
@@ -175,6 +179,7 @@ async def open_loop(
     duration: float,
     body: str = DEFAULT_BODY,
     timeout: float = 30.0,
+    headers: dict[str, str] | None = None,
 ) -> Run:
     """Send ``rate`` requests per second for ``duration`` seconds, on schedule."""
     run = Run()
@@ -187,7 +192,7 @@ async def open_loop(
             delay = run.started + n / rate - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(_request(client, path, body, run, timeout)()))
+            tasks.append(asyncio.create_task(_request(client, path, body, run, timeout, headers)()))
         await asyncio.gather(*tasks)
         run.elapsed = time.monotonic() - run.started
     finally:
@@ -203,6 +208,7 @@ async def closed_loop(
     duration: float,
     body: str = DEFAULT_BODY,
     timeout: float = 30.0,
+    headers: dict[str, str] | None = None,
 ) -> Run:
     """Keep ``concurrency`` requests in flight for ``duration`` seconds."""
     run = Run()
@@ -213,7 +219,7 @@ async def closed_loop(
 
         async def worker() -> None:
             while time.monotonic() < deadline:
-                await _request(client, path, body, run, timeout)()
+                await _request(client, path, body, run, timeout, headers)()
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         run.elapsed = time.monotonic() - run.started

@@ -101,12 +101,24 @@ def measure(target: Target, *, mode: str, level: float, duration: float) -> dict
     before, self_before = target.cpu(), _self_cpu()
     if mode == "open":
         run = run_load(
-            open_loop(target.base_url, target.path, rate=level, duration=duration, body=target.body)
+            open_loop(
+                target.base_url,
+                target.path,
+                rate=level,
+                duration=duration,
+                body=target.body,
+                headers=target.headers,
+            )
         )
     else:
         run = run_load(
             closed_loop(
-                target.base_url, target.path, concurrency=int(level), duration=duration, body=target.body
+                target.base_url,
+                target.path,
+                concurrency=int(level),
+                duration=duration,
+                body=target.body,
+                headers=target.headers,
             )
         )
     after, self_after = target.cpu(), _self_cpu()

@@ -11,11 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from benchmarks.loadgen import DEFAULT_BODY
 from benchmarks.postgres import process_cpu_seconds
-from podium.cli import gateway_process, start_gateway
+from podium.cli import gateway_process, issuer_key, start_gateway
+from podium.gateway import TokenIssuer
 from podium.runtime import DeploymentProcess, Engine
 from podium.runtime._serve import free_port
 from podium.testing import test_engine_config
@@ -77,6 +79,8 @@ class Target:
     """Cumulative CPU seconds by process (engine, service, database, gateway)."""
     options: StackOptions | None = None
     stats_url: str | None = None
+    headers: dict[str, str] | None = None
+    """Sent with every request (the bearer token, behind the gateway)."""
 
     @property
     def label(self) -> str:
@@ -115,10 +119,14 @@ def start_restate(flow: str, stack: ExitStack, workdir: Path, options: StackOpti
     base_url = engine.ingress_url
     gateway_pid: Callable[[], int | None] = lambda: None  # noqa: E731
     stats_url = None
+    headers = None
     if options.gateway:
         gw_port = free_port()
         gateway = gateway_process(
             engine.ingress_url,
+            admin_url=engine.admin_url,
+            data_dir=home,
+            edge=[],
             port=gw_port,
             max_in_flight=options.gateway,
             max_queue=options.gateway_queue,
@@ -129,6 +137,9 @@ def start_restate(flow: str, stack: ExitStack, workdir: Path, options: StackOpti
         base_url = f"http://127.0.0.1:{gw_port}"
         stats_url = f"{base_url}/podium/gateway/stats"
         gateway_pid = lambda: gateway.pid  # noqa: E731
+        # One client's token for the whole run, as a real client reuses it until it expires.
+        token = TokenIssuer(issuer_key(home)).issue("bench", ["*:*"], timedelta(hours=6))
+        headers = {"authorization": f"Bearer {token}"}
 
     def cpu() -> dict[str, float]:
         return {
@@ -137,7 +148,7 @@ def start_restate(flow: str, stack: ExitStack, workdir: Path, options: StackOpti
             "gateway": process_cpu_seconds(gateway_pid()),
         }
 
-    return Target(flow, base_url, path, body, cpu, options, stats_url)
+    return Target(flow, base_url, path, body, cpu, options, stats_url, headers)
 
 
 def start_target(flow: str, stack: ExitStack, workdir: Path, options: StackOptions) -> Target:

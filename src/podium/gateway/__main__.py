@@ -1,22 +1,47 @@
-"""``python -m podium.gateway``: run the admission-control gateway until SIGTERM or SIGINT."""
+"""``python -m podium.gateway``: run the public door until SIGTERM or SIGINT (``podium up`` starts it)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from pathlib import Path
 
+from podium.gateway._clients import AuthService, ClientStore
+from podium.gateway._door import Door, load_edge_routes
 from podium.gateway._proxy import Gateway
+from podium.gateway._routes import RouteTable
+from podium.gateway._tokens import AUDIENCE, ISSUER, TokenIssuer, TokenVerifier
+from podium.runtime import KeyFileError, KeyPair, load_public_keys
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(
         prog="python -m podium.gateway",
-        description="Admission-control reverse proxy for the Restate ingress: at most N requests in "
-        "flight, a short FIFO queue, and 503 + Retry-After for the excess.",
+        description="The public door in front of the Restate ingress: access tokens and scopes, public "
+        "handlers only, at most N requests in flight, a short FIFO queue, and 503 + Retry-After for the "
+        "excess.",
     )
     parser.add_argument("--upstream", required=True, help="ingress base URL, e.g. http://127.0.0.1:8080")
+    parser.add_argument(
+        "--admin-url", required=True, help="the engine's admin API, for its public handlers (loopback)"
+    )
+    parser.add_argument(
+        "--issuer-key", type=Path, required=True, help="the token issuer's Ed25519 private key (PEM, 0600)"
+    )
+    parser.add_argument(
+        "--retired-keys",
+        type=Path,
+        default=None,
+        help="folder of retired issuer public keys (*.pub.pem) whose tokens are still accepted",
+    )
+    parser.add_argument("--clients", type=Path, default=None, help="client store: serve POST /auth/token")
+    parser.add_argument(
+        "--edge", action="append", default=[], help="edge routes to serve, package.module:attribute"
+    )
+    parser.add_argument("--issuer", default=ISSUER, help=f"required iss of tokens ({ISSUER})")
+    parser.add_argument("--audience", default=AUDIENCE, help=f"required aud of tokens ({AUDIENCE})")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, required=True, help="port to listen on (0: any free port)")
     parser.add_argument(
@@ -28,10 +53,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--upstream-timeout", type=float, default=600.0, help="longest wait for an answer before 504, s"
     )
-    parser.add_argument("--max-body", type=int, default=32 * 2**20, help="largest request body, bytes")
+    parser.add_argument("--max-body", type=int, default=2**20, help="largest request body, bytes (1 MiB)")
+    parser.add_argument("--max-response", type=int, default=4 * 2**20, help="largest answer, bytes (4 MiB)")
+    parser.add_argument("--max-connections", type=int, default=256, help="client connections at once (256)")
     parser.add_argument("--no-uvloop", action="store_true", help="use asyncio's loop even if uvloop is there")
     parser.add_argument("--log-level", default="INFO", help="logging level (INFO)")
     return parser.parse_args(argv)
+
+
+def build(args: argparse.Namespace) -> Gateway:
+    """The gateway the command line describes.
+
+    Raises:
+        KeyFileError: The issuer key cannot be used.
+        ValueError: A limit or URL that does not make sense.
+    """
+    issuer_key = KeyPair.load(args.issuer_key)
+    trusted = {issuer_key.key_id: issuer_key.public_key}
+    if args.retired_keys is not None:
+        trusted.update(load_public_keys(args.retired_keys))
+    verifier = TokenVerifier(trusted, issuer=args.issuer, audience=args.audience)
+    auth = None
+    if args.clients is not None:
+        issuer = TokenIssuer(issuer_key, issuer=args.issuer, audience=args.audience)
+        auth = AuthService(ClientStore(args.clients), issuer)
+    edge = [route for spec in args.edge for route in load_edge_routes(spec)]
+    door = Door(RouteTable(args.admin_url), verifier, auth=auth, edge=edge)
+    return Gateway(
+        args.upstream,
+        door=door,
+        host=args.host,
+        port=args.port,
+        max_in_flight=args.max_in_flight,
+        max_queue=args.max_queue,
+        queue_timeout=args.queue_timeout,
+        retry_after=args.retry_after,
+        upstream_timeout=args.upstream_timeout,
+        max_body=args.max_body,
+        max_response=args.max_response,
+        max_connections=args.max_connections,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -39,18 +100,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     try:
-        gateway = Gateway(
-            args.upstream,
-            host=args.host,
-            port=args.port,
-            max_in_flight=args.max_in_flight,
-            max_queue=args.max_queue,
-            queue_timeout=args.queue_timeout,
-            retry_after=args.retry_after,
-            upstream_timeout=args.upstream_timeout,
-            max_body=args.max_body,
-        )
-    except ValueError as exc:
+        gateway = build(args)
+    except (KeyFileError, ValueError, ImportError, TypeError) as exc:
         sys.exit(f"error: {exc}")
     gateway.serve_forever(use_uvloop=not args.no_uvloop)
 

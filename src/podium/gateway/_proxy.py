@@ -1,10 +1,11 @@
-"""The gateway: an HTTP/1.1 server that admits at most N requests to the upstream at once.
+"""The gateway: an HTTP/1.1 server that lets in only authorised requests, and at most N at once.
 
-Each client connection is an :class:`asyncio.Protocol` that parses requests from its buffer and serves
-them one at a time, in order (pipelined requests wait in the buffer). A complete request is served by
-one task: answered by the gateway itself (its stats, or an error), or admitted, forwarded and relayed.
-The task is cancelled if the client goes away: a queued request leaves the queue; a forwarded one keeps
-its slot until the upstream answers (its invocation goes on in the engine).
+Each client connection is an :class:`asyncio.Protocol` whose bytes are parsed by llhttp (httptools);
+requests are served one at a time, in order (pipelined ones wait, parsed, in a short queue). A complete
+request goes to the :class:`~podium.gateway._door.Door`, which answers it, serves it at the edge, or
+lets it through for a verified subject; then admission control, forwarding and relaying. The task
+serving a request is cancelled if the client goes away: a queued request leaves the queue; a forwarded
+one keeps its slot until the upstream answers (its invocation goes on in the engine).
 """
 
 from __future__ import annotations
@@ -14,17 +15,22 @@ import logging
 import math
 import signal
 import time
+from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+import httptools
+
+from podium._caller import SUBJECT_HEADER
 from podium.gateway._admission import Admission
+from podium.gateway._door import Answer, Door, Forward, ServeEdge, ServeStats
 from podium.gateway._http import (
     CONTINUE,
     MAX_HEAD,
-    ChunkedDecoder,
+    REASONS,
     HttpError,
     Request,
     Response,
@@ -32,19 +38,22 @@ from podium.gateway._http import (
     encode_head,
     is_hop_by_hop,
     json_response,
-    parse_request_head,
 )
 from podium.gateway._upstream import UpstreamError, UpstreamPool, UpstreamTimeout
 
 log = logging.getLogger("podium.gateway")
 
-STATS_PATH = "/podium/gateway/stats"
-"""Answered by the gateway itself, never forwarded."""
 _IDLE_TIMEOUT = 120.0
 """Seconds a client connection may stay idle between requests before the gateway closes it."""
 _LINGER = 2.0
 """Seconds to keep reading (and discarding) after an error answer before closing."""
 _NO_BODY = (204, 304)
+_PIPELINED = 8
+"""Parsed requests a connection may hold before the gateway stops reading from it."""
+_STRIPPED_PREFIXES = ("x-podium-", "x-restate-")
+"""Request headers a client may not send on: the gateway's own (the subject), and the engine's."""
+_STRIPPED = frozenset({"authorization", "content-length", "expect", "cookie"})
+"""Request headers never forwarded: the token stays at the door (the engine would journal it)."""
 _WARN_EVERY = 10.0
 
 
@@ -76,6 +85,10 @@ class GatewayStats:
     abandoned: int
     """Admitted requests whose client went away before the answer came (their slot was held until the
     upstream answered)."""
+    refused: int
+    """Requests the door answered itself and never forwarded: no or bad token (401), a scope missing
+    (403), no such public handler (404), a card number in the body (400); edge routes and the token
+    endpoint are not counted."""
 
     def to_json(self) -> dict[str, int]:
         """The stats with the JSON names the stats endpoint uses (camelCase)."""
@@ -89,6 +102,7 @@ class GatewayStats:
             "completed": self.completed,
             "upstreamErrors": self.upstream_errors,
             "abandoned": self.abandoned,
+            "refused": self.refused,
         }
 
 
@@ -97,16 +111,24 @@ def _seconds(value: float | timedelta) -> float:
 
 
 class Gateway:
-    """An admission-control reverse proxy in front of one HTTP/1.1 upstream (the Restate ingress).
+    """The public door in front of one HTTP/1.1 upstream (the Restate ingress): auth, then admission.
 
-    At most ``max_in_flight`` requests are forwarded at once. A request that finds every slot taken
-    waits in a FIFO queue of at most ``max_queue`` for up to ``queue_timeout``; when the queue is full or
-    the wait ends it is answered ``503`` with ``Retry-After`` at once and never forwarded. Once
-    forwarded, a request is never retried and its answer is relayed whatever it is; the gateway's own
-    errors are ``502`` (upstream unreachable or closed mid-answer) and ``504`` (``upstream_timeout``).
+    Every request passes the :class:`Door` first: it needs a valid access token whose scopes grant the
+    handler it calls, and only public handlers (and the edge routes) can be called. Then at most
+    ``max_in_flight`` requests are forwarded at once. A request that finds every slot taken waits in a
+    FIFO queue of at most ``max_queue`` for up to ``queue_timeout``; when the queue is full or the wait
+    ends it is answered ``503`` with ``Retry-After`` at once and never forwarded. Once forwarded, a
+    request is never retried and its answer is relayed whatever it is; the gateway's own errors are
+    ``502`` (upstream unreachable or closed mid-answer) and ``504`` (``upstream_timeout``).
+
+    Memory is bounded by the limits: at worst ``max_connections`` requests are held whole
+    (``MAX_HEAD + max_body`` each, pipelined ones included since a connection's queue stops reading)
+    and ``max_in_flight`` answers (``max_response`` each). With the defaults that is about 272 MiB of
+    requests and 384 MiB of answers.
 
     Args:
         upstream: Base URL of the upstream, ``http://host:port`` (a path is prepended to every target).
+        door: Who may call what (tokens, public handlers, scopes, edge routes).
         host: Address to listen on.
         port: Port to listen on; 0 picks a free one (read :attr:`port` after :meth:`start`).
         max_in_flight: Requests forwarded at once. Capacity × target latency (Little's law) is a start.
@@ -115,6 +137,8 @@ class Gateway:
         retry_after: What ``Retry-After`` tells a refused client (rounded up to whole seconds, at least 1).
         upstream_timeout: Longest wait for the upstream's whole answer before answering 504.
         max_body: Largest request body accepted, in bytes; larger ones are answered 413.
+        max_response: Largest answer relayed, in bytes; a larger one is answered 502.
+        max_connections: Client connections at once; more are answered 503 and closed.
 
     Use it as ``async with Gateway(...) as gateway:``, or :meth:`start` and :meth:`stop`, inside an
     event loop; :meth:`serve_forever` runs it in the main thread until SIGTERM or SIGINT.
@@ -124,6 +148,7 @@ class Gateway:
         self,
         upstream: str,
         *,
+        door: Door,
         host: str = "127.0.0.1",
         port: int = 0,
         max_in_flight: int,
@@ -131,12 +156,17 @@ class Gateway:
         queue_timeout: float | timedelta = 1.0,
         retry_after: float | timedelta = 1.0,
         upstream_timeout: float | timedelta = 600.0,
-        max_body: int = 32 * 2**20,
+        max_body: int = 2**20,
+        max_response: int = 4 * 2**20,
+        max_connections: int = 256,
     ) -> None:
         parts = urlsplit(upstream)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"upstream {upstream!r} must be an http:// URL (TLS is not supported)")
+        if max_connections < 1 or max_body < 0 or max_response < 0:
+            raise ValueError("max_connections must be at least 1; max_body and max_response not negative")
         self.upstream = upstream
+        self.door = door
         self.host = host
         self._port = port
         self.queue_timeout = _seconds(queue_timeout)
@@ -146,12 +176,13 @@ class Gateway:
         if self.upstream_timeout <= 0:
             raise ValueError("upstream_timeout must be positive")
         self.max_body = max_body
+        self.max_connections = max_connections
         self._upstream_host = parts.hostname
         self._upstream_port = parts.port or 80
         self._upstream_authority = parts.netloc
         self._prefix = parts.path.rstrip("/")
         self._admission = Admission(max_in_flight, max_queue)
-        self._pool = UpstreamPool(self._upstream_host, self._upstream_port)
+        self._pool = UpstreamPool(self._upstream_host, self._upstream_port, max_response=max_response)
         self._server: asyncio.Server | None = None
         self._connections: set[_ClientConnection] = set()
         self._serving: set[asyncio.Task[None]] = set()
@@ -162,6 +193,7 @@ class Gateway:
         self.completed = 0
         self.upstream_errors = 0
         self.abandoned = 0
+        self.refused = 0
 
     @property
     def port(self) -> int:
@@ -196,12 +228,14 @@ class Gateway:
             completed=self.completed,
             upstream_errors=self.upstream_errors,
             abandoned=self.abandoned,
+            refused=self.refused,
         )
 
     async def start(self) -> None:
         """Listen for clients. The upstream is not contacted until the first request."""
         if self._server is not None:
             raise RuntimeError("the gateway is already started")
+        await self.door.routes.refresh()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: _ClientConnection(self), self.host, self._port, backlog=1024
@@ -236,6 +270,7 @@ class Gateway:
         for connection in list(self._connections):
             connection.abort()
         self._pool.close()
+        await self.door.routes.close()
         await server.wait_closed()
 
     def _forwarded(self, forward: asyncio.Future[bytes]) -> None:
@@ -308,18 +343,22 @@ class Gateway:
 
     async def _serve_request(self, request: Request, client: _ClientConnection) -> None:
         """Answer one complete request on ``client``."""
-        if request.path == STATS_PATH:
-            if request.method == "GET":
-                client.respond(json_response(200, self.stats().to_json(), keep_alive=request.keep_alive))
-            else:
-                client.respond(
-                    json_response(
-                        405,
-                        {"message": f"{STATS_PATH} answers GET only"},
-                        keep_alive=request.keep_alive,
-                        extra=[("allow", "GET")],
-                    )
+        decision = await self.door.decide(request)
+        if isinstance(decision, Answer):
+            if decision.status in (400, 401, 403, 404):
+                self.refused += 1
+            client.respond(
+                json_response(
+                    decision.status, decision.body, keep_alive=request.keep_alive, extra=decision.headers
                 )
+            )
+            return
+        if isinstance(decision, ServeStats):
+            client.respond(json_response(200, self.stats().to_json(), keep_alive=request.keep_alive))
+            return
+        if isinstance(decision, ServeEdge):
+            status, body = await decision.route.handler(request.body, decision.claims)
+            client.respond(json_response(status, body, keep_alive=request.keep_alive))
             return
         admission = self._admission
         if not admission.try_acquire():
@@ -337,7 +376,7 @@ class Gateway:
         # The slot is held until the upstream answers, even if the client leaves first: its invocation
         # goes on in the engine, and freeing the slot early would let clients that give up push more
         # work into the engine than the limit allows (the collapse the gateway exists to prevent).
-        forward = asyncio.ensure_future(self._forward(request, client.peer))
+        forward = asyncio.ensure_future(self._forward(request, decision, client.peer))
         self._forwards.add(forward)
         forward.add_done_callback(self._forwarded)
         try:
@@ -347,12 +386,11 @@ class Gateway:
             raise
         client.respond(answer)
 
-    async def _forward(self, request: Request, peer: str) -> bytes:
+    async def _forward(self, request: Request, decision: Forward, peer: str) -> bytes:
         """Send ``request`` upstream and return what to answer: the upstream's answer, or 502/504."""
-        head_only = request.method == "HEAD"
         try:
             response = await self._pool.exchange(
-                self._encode_request(request, peer), head_only=head_only, timeout=self.upstream_timeout
+                self._encode_request(request, decision.subject, peer), timeout=self.upstream_timeout
             )
         except UpstreamError as exc:
             self.upstream_errors += 1
@@ -362,7 +400,7 @@ class Gateway:
             return json_response(status, {"message": str(exc)}, keep_alive=request.keep_alive)
         self.completed += 1
         request.keep_alive = request.keep_alive and not self.stopping
-        return _encode_response(response, request, head_only)
+        return _encode_response(response, request)
 
     def _warn(self, request: Request, error: UpstreamError) -> None:
         """Log an upstream error; at most one line per ``_WARN_EVERY`` seconds, so an outage cannot flood."""
@@ -377,13 +415,23 @@ class Gateway:
                 self.upstream_errors,
             )
 
-    def _encode_request(self, request: Request, peer: str) -> bytes:
+    def _encode_request(self, request: Request, subject: str, peer: str) -> bytes:
+        """The request as the upstream gets it.
+
+        The client's token, its cookies and any header claiming to be the gateway's or the engine's are
+        dropped (the engine would keep them in its journal); the verified subject is added.
+        """
         skip = connection_tokens(request.headers)
         headers: list[tuple[str, str]] = []
         forwarded_for: list[str] = []
         has_host = False
         for name, value in request.headers:
-            if is_hop_by_hop(name) or name in skip or name in ("content-length", "expect"):
+            if (
+                is_hop_by_hop(name)
+                or name in skip
+                or name in _STRIPPED
+                or name.startswith(_STRIPPED_PREFIXES)
+            ):
                 continue
             if name == "x-forwarded-for":
                 forwarded_for.append(value)
@@ -394,7 +442,8 @@ class Gateway:
             headers.append(("host", self._upstream_authority))
         forwarded_for.append(peer)
         headers.append(("x-forwarded-for", ", ".join(forwarded_for)))
-        if request.framing is not None:
+        headers.append((SUBJECT_HEADER, subject))
+        if request.body or request.method == "POST":
             headers.append(("content-length", str(len(request.body))))
         head = encode_head(f"{request.method} {self._prefix}{request.target} HTTP/1.1", headers)
         return head + request.body if request.body else head
@@ -406,51 +455,64 @@ class Gateway:
         self._serving.add(task)
         task.add_done_callback(self._serving.discard)
 
-    def _connected(self, connection: _ClientConnection) -> None:
-        """Remember an open client connection."""
+    def _connected(self, connection: _ClientConnection) -> bool:
+        """Remember an open client connection; False when there are already ``max_connections``."""
+        if len(self._connections) >= self.max_connections:
+            return False
         self._connections.add(connection)
+        return True
 
     def _disconnected(self, connection: _ClientConnection) -> None:
         """Forget a closed client connection."""
         self._connections.discard(connection)
 
 
-def _encode_response(response: Response, request: Request, head_only: bool) -> bytes:
+def _encode_response(response: Response, request: Request) -> bytes:
     """The upstream's answer as sent to the client: hop-by-hop headers dropped, framed by length."""
     skip = connection_tokens(response.headers)
     headers: list[tuple[str, str]] = []
     for name, value in response.headers:
-        if is_hop_by_hop(name) or name in skip:
-            continue
-        if name == "content-length" and not head_only:
-            continue  # recomputed below; for HEAD the upstream's length describes the absent body
+        if is_hop_by_hop(name) or name in skip or name == "content-length":
+            continue  # the length is recomputed below
         headers.append((name, value))
     status = response.status
-    if not head_only and status not in _NO_BODY:
+    if status not in _NO_BODY:
         headers.append(("content-length", str(len(response.body))))
     if not request.keep_alive:
         headers.append(("connection", "close"))
     elif request.version == "HTTP/1.0":
         headers.append(("connection", "keep-alive"))
-    head = encode_head(f"HTTP/1.1 {status} {response.reason}", headers)
-    if head_only or status in _NO_BODY:
+    head = encode_head(f"HTTP/1.1 {status} {response.reason or REASONS.get(status, '')}", headers)
+    if status in _NO_BODY:
         return head
     return head + response.body
 
 
 class _ClientConnection(asyncio.Protocol):
-    """One client connection: parses requests and serves them one at a time, in order."""
+    """One client connection: llhttp parses its bytes; requests are served one at a time, in order.
+
+    The parser's callbacks assemble each request; a complete one joins the connection's queue. A parse
+    error (or a request the gateway refuses before its body, such as one too large) is answered after
+    the requests before it, and closes the connection.
+    """
 
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
         self._transport: asyncio.Transport | None = None
-        self._buf = bytearray()
-        self._request: Request | None = None  # whose head is parsed and body is being read
-        self._chunks: ChunkedDecoder | None = None
-        self._task: asyncio.Task[None] | None = None  # serving the current request
+        self._parser = httptools.HttpRequestParser(self)
+        self._request: Request | None = None  # being parsed
+        self._url = b""
+        self._headers: list[tuple[str, str]] = []
+        self._head_size = 0
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._ready: deque[Request] = deque()  # parsed, waiting for their turn
+        self._error: HttpError | None = None  # answered once the requests before it are
+        self._task: asyncio.Task[None] | None = None  # serving the head of the queue
         self._closing = False
         self._discarding = False  # after an error: reading only to let the client see the answer
         self._write_paused = False
+        self._reading_paused = False
         self._idle: asyncio.TimerHandle | None = None
         self.peer = ""
 
@@ -460,20 +522,35 @@ class _ClientConnection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]) if isinstance(peer, tuple) else "unknown"
-        self._gateway._connected(self)
+        if not self._gateway._connected(self):
+            self._closing = True
+            self._write(
+                json_response(503, {"message": "too many connections; try again later"}, keep_alive=False)
+            )
+            self._close_lingering()
+            return
         self._arm_idle()
 
     def data_received(self, data: bytes) -> None:
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
-        if self._discarding:
+        if self._discarding or self._error is not None or self._closing:
             return
-        self._buf += data
-        if self._task is None and not self._closing:
-            self._next()
-        elif len(self._buf) > self._gateway.max_body + MAX_HEAD and self._transport is not None:
-            self._transport.pause_reading()  # pipelined far ahead: wait until the buffer is consumed
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            self._error = (
+                cause if isinstance(cause, HttpError) else HttpError(400, f"malformed request: {exc}")
+            )
+        except httptools.HttpParserUpgrade:
+            self._error = HttpError(501, "upgrades and CONNECT are not supported")
+        except httptools.HttpParserError as exc:
+            self._error = HttpError(400, f"malformed request: {exc}")
+        if self._error is not None or len(self._ready) >= _PIPELINED:
+            self._pause_reading()
+        self._next()
 
     def eof_received(self) -> bool | None:
         return False  # a client that stops sending has gone: close, which cancels its request
@@ -491,70 +568,93 @@ class _ClientConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        if self._task is None and not self._closing:
-            self._next()
+        self._next()
+
+    # -- llhttp callbacks -----------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url, self._headers, self._head_size, self._body, self._body_size = b"", [], 0, [], 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._grow_head(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._grow_head(len(name) + len(value) + 4)
+        self._headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+
+    def _grow_head(self, size: int) -> None:
+        self._head_size += size
+        if self._head_size > MAX_HEAD:
+            raise HttpError(431, f"request head over {MAX_HEAD} bytes")
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise HttpError(505, f"HTTP/{version} is not supported; use HTTP/1.1")
+        if parser.get_method() == b"CONNECT" or parser.should_upgrade():
+            raise HttpError(501, "upgrades and CONNECT are not supported")
+        target = self._url.decode("latin-1")
+        if not target.startswith("/"):
+            raise HttpError(400, "the request target must be a path (origin form), such as /Service/handler")
+        request = Request(parser.get_method().decode("ascii"), target, f"HTTP/{version}", self._headers)
+        request.keep_alive = parser.should_keep_alive()
+        gateway = self._gateway
+        for name, value in self._headers:
+            if name == "transfer-encoding" and value.strip().lower() != "chunked":
+                raise HttpError(501, f"transfer-encoding {value!r} is not supported (only chunked)")
+            if name == "content-length" and int(value) > gateway.max_body:
+                raise HttpError(
+                    413, f"request body of {int(value)} bytes is over the limit of {gateway.max_body} bytes"
+                )
+            if name == "expect":
+                if value.lower() != "100-continue":
+                    raise HttpError(417, f"expectation {value!r} is not supported (only 100-continue)")
+                request.expect_continue = request.version == "HTTP/1.1"
+        self._request = request
+        if request.expect_continue and not self._ready and self._task is None:
+            early = gateway._refuse_early(request)
+            if early is not None:  # the body was never sent: refuse it and drop the connection
+                raise _Refused(early)
+            self._write(CONTINUE)
+
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._body_size > self._gateway.max_body:
+            raise HttpError(413, f"request body is over the limit of {self._gateway.max_body} bytes")
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        request, self._request = self._request, None
+        assert request is not None
+        request.body = b"".join(self._body)
+        self._body = []
+        self._ready.append(request)
 
     # -- requests -------------------------------------------------------------------------------------
 
     def _next(self) -> None:
-        """Parse the next request from the buffer and start serving it, if it is all there."""
-        if self._write_paused:
+        """Start serving the next parsed request, or answer the error that ended parsing."""
+        if self._task is not None or self._closing or self._write_paused:
             return
-        try:
-            request = self._read()
-        except HttpError as exc:
+        if self._ready:
+            request = self._ready.popleft()
+            task = asyncio.get_running_loop().create_task(self._serve(request))
+            self._task = task
+            self._gateway._track(task)
+            return
+        error = self._error
+        if error is not None:
             self._closing = True
-            self._write(json_response(exc.status, {"message": exc.message}, keep_alive=False))
+            if isinstance(error, _Refused):
+                self._write(error.answer)
+            else:
+                self._write(json_response(error.status, {"message": error.message}, keep_alive=False))
             self._close_lingering()
             return
-        if request is None:
-            if not self._closing:
-                self._arm_idle()  # a client must keep sending, or go
-            return
-        task = asyncio.get_running_loop().create_task(self._serve(request))
-        self._task = task
-        self._gateway._track(task)
-
-    def _read(self) -> Request | None:
-        """A complete request from the buffer, or None until more arrives."""
-        gateway = self._gateway
-        request = self._request
-        if request is None:
-            buf = self._buf
-            while buf.startswith(b"\r\n"):
-                del buf[:2]  # RFC 9112 §2.2: ignore blank lines before a request line
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buf) > MAX_HEAD:
-                    raise HttpError(431, f"request head over {MAX_HEAD} bytes")
-                return None
-            request = parse_request_head(bytes(buf[:end]), gateway.max_body)
-            del buf[: end + 4]
-            self._request = request
-            if request.expect_continue and request.framing:
-                early = gateway._refuse_early(request)
-                if early is not None:  # the body was never sent: refuse it and drop the connection
-                    request.keep_alive = False
-                    self._request = None
-                    self._closing = True
-                    self._write(early)
-                    self._close_lingering()
-                    return None
-                self._write(CONTINUE)
-        if request.framing == -1:
-            if self._chunks is None:
-                self._chunks = ChunkedDecoder(gateway.max_body)
-            if not self._chunks.feed(self._buf):
-                return None
-            request.body = self._chunks.body()
-            self._chunks = None
-        elif request.framing:
-            if len(self._buf) < request.framing:
-                return None
-            request.body = bytes(self._buf[: request.framing])
-            del self._buf[: request.framing]
-        self._request = None
-        return request
+        self._resume_reading()
+        self._arm_idle()  # a client must keep sending, or go
 
     async def _serve(self, request: Request) -> None:
         try:
@@ -571,12 +671,8 @@ class _ClientConnection(asyncio.Protocol):
         if not request.keep_alive or self._gateway.stopping:
             self._closing = True
             self._close()
-        elif self._buf:
-            if self._transport is not None:
-                self._transport.resume_reading()
-            self._next()
-        else:
-            self._arm_idle()
+            return
+        self._next()
 
     def respond(self, data: bytes) -> None:
         """Send a complete answer to the current request."""
@@ -587,6 +683,16 @@ class _ClientConnection(asyncio.Protocol):
     def _write(self, data: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)
+
+    def _pause_reading(self) -> None:
+        if self._transport is not None and not self._reading_paused:
+            self._reading_paused = True
+            self._transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._transport is not None and self._reading_paused:
+            self._reading_paused = False
+            self._transport.resume_reading()
 
     def _close(self) -> None:
         if self._transport is not None:
@@ -607,9 +713,8 @@ class _ClientConnection(asyncio.Protocol):
             transport.close()
             return
         self._discarding = True
-        self._buf.clear()
         transport.write_eof()
-        transport.resume_reading()
+        self._resume_reading()
         if self._idle is not None:
             self._idle.cancel()
         self._idle = asyncio.get_running_loop().call_later(_LINGER, self._close)
@@ -630,6 +735,14 @@ class _ClientConnection(asyncio.Protocol):
         self._closing = True
         if self._transport is not None:
             self._transport.abort()
+
+
+class _Refused(HttpError):
+    """A request refused before its body was sent (``Expect: 100-continue``): ``answer`` says why."""
+
+    def __init__(self, answer: bytes) -> None:
+        super().__init__(503, "refused before the body")
+        self.answer = answer
 
 
 def run_loop(main: Coroutine[Any, Any, None], *, use_uvloop: bool = True) -> None:

@@ -15,11 +15,11 @@ from __future__ import annotations
 import asyncio
 from typing import cast
 
-from podium.gateway._http import MAX_HEAD, ChunkedDecoder, HttpError, Response, parse_response_head
+import httptools
+
+from podium.gateway._http import MAX_HEAD, Response
 
 _CONNECT_TIMEOUT = 10.0
-_MAX_RESPONSE = 1 << 30
-"""Largest response body relayed (the whole answer is held in memory before it is relayed)."""
 
 
 class UpstreamError(Exception):
@@ -31,90 +31,109 @@ class UpstreamTimeout(UpstreamError):
 
 
 class _Connection(asyncio.Protocol):
-    """One keep-alive connection to the upstream, carrying one exchange at a time."""
+    """One keep-alive connection to the upstream, carrying one exchange at a time.
+
+    Answers are parsed by llhttp (httptools' response parser); the parser's callbacks build the
+    :class:`Response` a piece at a time.
+    """
 
     def __init__(self, pool: UpstreamPool) -> None:
         self._pool = pool
         self.transport: asyncio.Transport | None = None
         self.alive = True
-        self._buf = bytearray()
         self._answer: asyncio.Future[Response] | None = None
-        self._head_only = False
+        self._parser = httptools.HttpResponseParser(self)
+        self._headers: list[tuple[str, str]] = []
+        self._body: list[bytes] = []
+        self._size = 0
+        self._head_size = 0
+        self._reason = ""
         self._response: Response | None = None
-        self._chunks: ChunkedDecoder | None = None
+        self._until_close = False
+        self._complete = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
 
-    def send(self, data: bytes, head_only: bool, answer: asyncio.Future[Response]) -> None:
+    def send(self, data: bytes, answer: asyncio.Future[Response]) -> None:
         """Write one request; ``answer`` is resolved with the whole response or an UpstreamError."""
         assert self.transport is not None
         self._answer = answer
-        self._head_only = head_only
-        self._response = None
-        self._chunks = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._headers, self._body, self._size, self._head_size, self._reason = [], [], 0, 0, ""
+        self._response, self._until_close, self._complete = None, False, False
         self.transport.write(data)
 
+    # -- llhttp callbacks ------------------------------------------------------------------------------
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason = reason.decode("latin-1")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > MAX_HEAD:
+            raise UpstreamError("the upstream's answer has a head over the size limit")
+        self._headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if status < 200:  # an interim answer (100 Continue): the real one follows
+            self._headers = []
+            return
+        keep_alive = self._parser.should_keep_alive()
+        framed = any(name in ("content-length", "transfer-encoding") for name, _ in self._headers)
+        self._until_close = not framed and status not in (204, 304)
+        self._response = Response(status, self._reason, self._headers, keep_alive and not self._until_close)
+
+    def on_body(self, body: bytes) -> None:
+        self._size += len(body)
+        if self._size > self._pool.max_response:
+            raise UpstreamError(f"the upstream's answer is over the limit of {self._pool.max_response} bytes")
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._response is not None:
+            self._complete = True
+
+    # -- asyncio callbacks -----------------------------------------------------------------------------
+
     def data_received(self, data: bytes) -> None:
-        self._buf += data
         if self._answer is None or self._answer.done():
             self._fail(UpstreamError("the upstream sent data that answers no request"))
             return
         try:
-            response = self._parse()
-        except HttpError as exc:
-            self._fail(UpstreamError(f"the upstream sent a malformed answer: {exc.message}"))
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            self._fail(cause if isinstance(cause, UpstreamError) else UpstreamError(str(exc)))
             return
-        if response is not None:
-            answer, self._answer = self._answer, None
-            if not response.keep_alive or self._buf:
-                self.close()  # data past the answer means the framing cannot be trusted
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._fail(UpstreamError(f"the upstream sent a malformed answer: {exc!r}"))
+            return
+        if self._complete:
+            self._finish()
+
+    def _finish(self) -> None:
+        response, answer = self._response, self._answer
+        assert response is not None
+        assert answer is not None
+        response.body = b"".join(self._body)
+        self._answer = None
+        if not response.keep_alive:
+            self.close()
+        if not answer.done():
             answer.set_result(response)
 
-    def _parse(self) -> Response | None:
-        while self._response is None:
-            end = self._buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self._buf) > MAX_HEAD:
-                    raise HttpError(502, "response head too large")
-                return None
-            response = parse_response_head(bytes(self._buf[:end]), self._head_only)
-            del self._buf[: end + 4]
-            if response.status >= 200:
-                self._response = response  # interim (1xx) answers are skipped
-        response = self._response
-        if response.framing == -1:
-            if self._chunks is None:
-                self._chunks = ChunkedDecoder(_MAX_RESPONSE)
-            if not self._chunks.feed(self._buf):
-                return None
-            response.body = self._chunks.body()
-        elif response.framing is None:
-            if len(self._buf) > _MAX_RESPONSE:
-                raise HttpError(502, "response body too large")
-            return None  # read until the upstream closes
-        elif response.framing:
-            if len(self._buf) < response.framing:
-                return None
-            response.body = bytes(self._buf[: response.framing])
-            del self._buf[: response.framing]
-        return response
-
     def eof_received(self) -> bool | None:
-        response = self._response
-        if self._answer is not None and response is not None and response.framing is None:
-            response.body = bytes(self._buf)
-            self._buf.clear()
-            answer, self._answer = self._answer, None
-            if not answer.done():
-                answer.set_result(response)
+        if self._answer is not None and self._response is not None and self._until_close:
+            self._finish()  # the body of an answer without a length ends when the upstream closes
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.alive = False
         self._pool.forget(self)
         if self._answer is not None and not self._answer.done():
-            started = "in the middle of its answer" if self._response or self._buf else "before answering"
+            started = "in the middle of its answer" if self._response or self._headers else "before answering"
             self._answer.set_exception(UpstreamError(f"the upstream closed the connection {started}"))
         self._answer = None
 
@@ -138,15 +157,17 @@ class UpstreamPool:
     Args:
         host: The upstream's host.
         port: The upstream's port.
+        max_response: Largest answer body relayed, in bytes (answers are held whole in memory).
     """
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, *, max_response: int) -> None:
         self.host = host
         self.port = port
+        self.max_response = max_response
         self._idle: list[_Connection] = []
         self._all: set[_Connection] = set()
 
-    async def exchange(self, data: bytes, *, head_only: bool, timeout: float) -> Response:
+    async def exchange(self, data: bytes, *, timeout: float) -> Response:
         """Send one request (its encoded bytes) and return the whole answer.
 
         Raises:
@@ -158,7 +179,7 @@ class UpstreamPool:
         connection = await self._connection(loop, timeout)
         answer: asyncio.Future[Response] = loop.create_future()
         timer = loop.call_later(timeout, _time_out, answer, timeout)
-        connection.send(data, head_only, answer)
+        connection.send(data, answer)
         try:
             response = await answer
         except BaseException:
