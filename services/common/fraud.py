@@ -9,6 +9,9 @@ Transfers (``AssessTransfer``), each rule a reason to block:
 - an account whose id starts with ``blocked-`` on either side;
 - velocity: more than :data:`VELOCITY_LIMIT` transfers out of one account within :data:`VELOCITY_WINDOW`
   seconds (counted per transfer id in ``FraudVelocity/{account}``, so a retry is not counted twice).
+
+Amounts follow the shared :data:`services.common.money.Amount` rule, as every door that accepts money
+does. Every handler is private: the orders and transfers that need a decision ask for it, a client never.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from pydantic import Field
 from restate import Context, ObjectContext
 
 from podium import Model, Service, VirtualObject, call
+from services.common.money import Amount
 
-AMOUNT_LIMIT = 10_000.0
+AMOUNT_LIMIT = Decimal("10000")
 BLOCKED_PREFIX = "fraud-"
 BLOCKED_ACCOUNT_PREFIX = "blocked-"
 VELOCITY_LIMIT = 30
@@ -31,7 +35,7 @@ fraud = Service("FraudService")
 
 class FraudCheck(Model):
     user_id: str = Field(min_length=1)
-    amount: float = Field(ge=0)
+    amount: Amount
 
 
 class Assessment(Model):
@@ -64,7 +68,7 @@ class TransferCheck(Model):
     transfer_id: str = Field(min_length=1)
     from_account: str = Field(min_length=1)
     to_account: str = Field(min_length=1)
-    amount: Decimal = Field(gt=0)
+    amount: Amount
     day: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
     """The UTC day a daily limit counts against (the checker's clock when absent); given by the caller
     so that it knows which day's usage to release if the transfer fails."""
@@ -100,7 +104,7 @@ async def record_velocity(ctx: ObjectContext, req: VelocityRequest) -> int:
 
 @fraud.handler("AssessTransfer")
 async def assess_transfer(ctx: Context, req: TransferCheck) -> Decision:
-    if req.amount > Decimal(str(AMOUNT_LIMIT)):
+    if req.amount > AMOUNT_LIMIT:
         reason = f"amount {req.amount} above the {AMOUNT_LIMIT:.2f} limit"
         return Decision(allowed=False, actor="FraudService", reason=reason)
     for account in (req.from_account, req.to_account):

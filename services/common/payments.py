@@ -9,19 +9,48 @@ as idempotency key: if a crash cuts the call off, it runs again and the gateway 
 (the call was cancelled, as a losing contender in a payment race is) is still found by its key and
 refunded. A refund for a payment that was never charged voids the id, so a charge arriving later (a
 retried or delayed call) is refused.
+
+Every amount follows :data:`services.common.money.Amount` (more than 0, at most two decimals, at most
+1,000,000,000), the rule the systems' doors use for their own money fields, so an amount a door accepted
+is never refused here in the middle of a saga. Amounts arrive as JSON numbers (``12.5``); the records keep
+them as JSON numbers too, computed from exact cents.
+
+Every handler is private: only other services' handlers call it (a client pays by booking a trip or
+placing an order, never by charging a card itself).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 from restate import ObjectContext, ObjectSharedContext, RunOptions
 
 from podium import Model, TerminalError, VirtualObject
-from services.common.providers import PaymentGateway, ProviderError
+from services.common.money import Amount, cents, units
+from services.common.providers import TEST_METHODS, TOKEN_PREFIX, PaymentGateway, ProviderError
+
+_TOKEN = re.compile(rf"{TOKEN_PREFIX}[0-9a-f]{{24}}")
+
+
+def _payment_method(value: str) -> str:
+    if value in TEST_METHODS or _TOKEN.fullmatch(value):
+        return value
+    raise ValueError(
+        "must be a card token (tok_…) from POST /PaymentService/Tokenize, or one of the test tokens "
+        f"{', '.join(TEST_METHODS)}; a card number is never accepted here"
+    )
+
+
+PaymentMethod = Annotated[
+    str,
+    Field(max_length=40, description="a card token from POST /PaymentService/Tokenize, or a test token"),
+    AfterValidator(_payment_method),
+]
+"""How a card travels in every system: as the vault's token, never as its number (checked at each door)."""
 
 payments = VirtualObject("PaymentService")
 _RUN = RunOptions[dict[str, Any]](max_attempts=10, initial_retry_interval=timedelta(milliseconds=100))
@@ -32,27 +61,29 @@ _LOOKUP = RunOptions[dict[str, Any] | None](
 
 class ChargeRequest(Model):
     customer_id: str = Field(min_length=1)
-    amount: float = Field(ge=0.01, le=1_000_000)
+    amount: Amount
+    """What to charge: a JSON number, more than 0, at most two decimals (the shared ``Amount`` rule)."""
     description: str = ""
-    method: str = ""
-    """The payment method (card token); see the providers' test data."""
+    method: PaymentMethod = "card-visa"
+    """The card token (from ``Tokenize``) or a test token; never a card number."""
     provider: str = Field(default="primary", pattern="^(primary|backup)$")
 
 
 class RefundRequest(Model):
-    amount: float | None = Field(default=None, ge=0.01)
+    amount: Amount | None = None
     """Amount to refund; the whole remaining charge when omitted."""
     reason: str = ""
 
 
 class ValidateRequest(Model):
-    method: str = Field(min_length=1)
+    method: PaymentMethod
 
 
 class Payment(Model):
     id: str
     customer_id: str | None = None
     amount: float = 0.0
+    """What was charged or paid out, a JSON number computed from exact cents."""
     refunded: float = 0.0
     status: str
     """``charged``, ``declined``, ``refunded``, ``partially_refunded``, ``voided`` (refund before any
@@ -66,11 +97,7 @@ class Payment(Model):
 
 
 def _fingerprint(req: ChargeRequest) -> str:
-    return f"{req.customer_id}|{_cents(req.amount)}|{req.description}"
-
-
-def _cents(amount: float) -> int:
-    return round(amount * 100)
+    return f"{req.customer_id}|{cents(req.amount)}|{req.description}"
 
 
 async def _load(ctx: ObjectContext | ObjectSharedContext) -> Payment | None:
@@ -129,7 +156,7 @@ async def charge(ctx: ObjectContext, req: ChargeRequest) -> Payment:
     record = Payment(
         id=key,
         customer_id=req.customer_id,
-        amount=req.amount,
+        amount=units(cents(req.amount)),
         status="pending",
         provider=req.provider,
         request=_fingerprint(req),
@@ -140,7 +167,7 @@ async def charge(ctx: ObjectContext, req: ChargeRequest) -> Payment:
         lambda: gateway.charge(
             key,
             customer_id=req.customer_id,
-            amount_cents=_cents(req.amount),
+            amount_cents=cents(req.amount),
             description=req.description,
             method=req.method,
             provider=req.provider,
@@ -166,41 +193,40 @@ async def refund(ctx: ObjectContext, req: RefundRequest) -> Payment:
             return _save(ctx, Payment(id=key, status="voided", reason=req.reason or "refunded before charge"))
         current = Payment(
             id=key,
-            amount=found["amountCents"] / 100,
+            amount=units(found["amountCents"]),
             status="charged",
             charge_id=found["chargeId"],
             provider=found.get("provider"),
         )
     if current.status in ("voided", "refunded"):
         return current
-    remaining = _cents(current.amount) - _cents(current.refunded)
-    cents = remaining if req.amount is None else _cents(req.amount)
-    if cents > remaining:
+    # A charged or partially refunded payment always has something left, and ``Amount`` is at least
+    # 0.01: every refund here moves at least one cent.
+    remaining = cents(current.amount) - cents(current.refunded)
+    asked = remaining if req.amount is None else cents(req.amount)
+    if asked > remaining:
         raise TerminalError(
-            f"refund of {cents / 100:.2f} exceeds the {remaining / 100:.2f} left on payment {key}", 409
+            f"refund of {units(asked):.2f} exceeds the {units(remaining):.2f} left on payment {key}", 409
         )
-    if cents <= 0:
-        raise TerminalError("amount: a refund moves at least 0.01", 400)
-    refund_key = f"{key}:refund:{_cents(current.refunded)}:{cents}"
+    refund_key = f"{key}:refund:{cents(current.refunded)}:{asked}"
     charge_id = current.charge_id or ""
 
     def call_gateway() -> dict[str, Any]:
         try:
-            return gateway.refund(refund_key, charge_id=charge_id, amount_cents=cents)
+            return gateway.refund(refund_key, charge_id=charge_id, amount_cents=asked)
         except ProviderError as exc:
             raise TerminalError(exc.message, exc.code) from exc
 
     await ctx.run_typed("gateway refund", call_gateway, _RUN)
-    current.refunded = (_cents(current.refunded) + cents) / 100
-    current.status = (
-        "refunded" if _cents(current.refunded) == _cents(current.amount) else "partially_refunded"
-    )
+    current.refunded = units(cents(current.refunded) + asked)
+    current.status = "refunded" if cents(current.refunded) == cents(current.amount) else "partially_refunded"
     return _save(ctx, current)
 
 
 class PayoutRequest(Model):
     customer_id: str = Field(min_length=1)
-    amount: float = Field(ge=0.01, le=1_000_000)
+    amount: Amount
+    """What to pay out (the shared ``Amount`` rule)."""
     description: str = ""
 
 
@@ -208,7 +234,7 @@ class PayoutRequest(Model):
 async def payout(ctx: ObjectContext, req: PayoutRequest) -> Payment:
     """Send money to the customer, once per payment id (a repeat returns the first answer)."""
     current = await _load(ctx)
-    fingerprint = f"payout|{req.customer_id}|{_cents(req.amount)}|{req.description}"
+    fingerprint = f"payout|{req.customer_id}|{cents(req.amount)}|{req.description}"
     if current is not None:
         if current.request != fingerprint:
             raise TerminalError(f"payment {ctx.key()} was already used for a different operation", 409)
@@ -217,13 +243,17 @@ async def payout(ctx: ObjectContext, req: PayoutRequest) -> Payment:
         return current
     gateway, key = PaymentGateway(), ctx.key()
     record = Payment(
-        id=key, customer_id=req.customer_id, amount=req.amount, status="pending", request=fingerprint
+        id=key,
+        customer_id=req.customer_id,
+        amount=units(cents(req.amount)),
+        status="pending",
+        request=fingerprint,
     )
     return await _move_money(
         ctx,
         "payout",
         lambda: gateway.payout(
-            key, customer_id=req.customer_id, amount_cents=_cents(req.amount), description=req.description
+            key, customer_id=req.customer_id, amount_cents=cents(req.amount), description=req.description
         ),
         record,
         done="paid_out",
@@ -242,4 +272,4 @@ async def get_payment(ctx: ObjectSharedContext) -> Payment:
 
 @payments.handler("Validate", kind="shared")
 async def validate_method(ctx: ObjectSharedContext, req: ValidateRequest) -> bool:
-    return PaymentGateway.validate_method(req.method)
+    return PaymentGateway().validate_method(req.method)

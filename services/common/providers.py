@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,17 @@ PRIMARY_DOWN_METHOD = "card-primary-down"
 def provider_dir() -> Path:
     """Where provider databases live."""
     return Path(os.environ.get("PODIUM_DATA_DIR", ".podium")) / "providers"
+
+
+TOKEN_PREFIX = "tok_"
+"""Card tokens the vault makes are ``tok_`` and 24 hex digits."""
+TEST_METHODS = ("card-visa", "card-mastercard", EXPIRED_METHOD, SLOW_PRIMARY_METHOD, PRIMARY_DOWN_METHOD)
+"""Ready-made test tokens, as a provider's test mode offers (``tok_visa`` at Stripe)."""
+DECLINED_CARDS = {
+    "4000000000000002": "card declined",
+    "4000000000009995": "card declined: insufficient funds",
+}
+"""Test card numbers whose charges are declined, and why (see services/common/vault.py)."""
 
 
 class ProviderError(Exception):
@@ -171,11 +184,12 @@ class PaymentGateway(_Store):
         """
         if provider == "primary" and method == PRIMARY_DOWN_METHOD:
             raise ProviderError(f"payment provider {provider} is unavailable", 503)
+        refusal = self._refusal(customer_id, method)
         with self._tx() as db:
             answer = self._replay(db, key)
             if answer is None:
                 charge_id = f"ch_{uuid.uuid4().hex[:16]}"
-                declined = customer_id.startswith(DECLINED_PREFIX) or method == EXPIRED_METHOD
+                declined = refusal is not None
                 status = "declined" if declined else "succeeded"
                 answer = {
                     "chargeId": charge_id,
@@ -183,6 +197,8 @@ class PaymentGateway(_Store):
                     "amountCents": amount_cents,
                     "provider": provider,
                 }
+                if declined:
+                    answer["reason"] = refusal
                 if not declined:
                     detail = {"customerId": customer_id, "provider": provider, "description": description}
                     self._effect(db, key, "charge", charge_id, amount_cents, detail)
@@ -190,8 +206,20 @@ class PaymentGateway(_Store):
         if customer_id.startswith(SLOW_PREFIX) or (provider == "primary" and method == SLOW_PRIMARY_METHOD):
             time.sleep(SLOW_SECONDS)
         if answer["status"] == "declined":
-            raise ProviderError(f"card declined for customer {customer_id} by {provider}", 402)
+            why = answer.get("reason") or "card declined"
+            raise ProviderError(f"{why} for customer {customer_id} by {provider}", 402)
         return answer
+
+    def _refusal(self, customer_id: str, method: str) -> str | None:
+        """Why a charge of ``method`` for ``customer_id`` is declined, or None (test data decides)."""
+        if customer_id.startswith(DECLINED_PREFIX):
+            return "card declined"
+        if method == EXPIRED_METHOD:
+            return "card declined: expired"
+        if method.startswith(TOKEN_PREFIX):
+            card = CardVault(self.path.parent).card(method)
+            return "no such card token" if card is None else card.declined
+        return None
 
     def payout(self, key: str, *, customer_id: str, amount_cents: int, description: str) -> dict[str, Any]:
         """Send money to a customer once per ``key`` (an insurance payout, a marketplace settlement).
@@ -225,9 +253,10 @@ class PaymentGateway(_Store):
             ).fetchone()
         return None if row is None else dict(json.loads(row[0]))
 
-    @staticmethod
-    def validate_method(method: str) -> bool:
-        """Whether a payment method is usable."""
+    def validate_method(self, method: str) -> bool:
+        """Whether a payment method is usable: a test token that is not expired, or a vault token."""
+        if method.startswith(TOKEN_PREFIX):
+            return CardVault(self.path.parent).card(method) is not None
         return method != EXPIRED_METHOD
 
     def refund(self, key: str, *, charge_id: str, amount_cents: int) -> dict[str, Any]:
@@ -264,6 +293,65 @@ class PaymentGateway(_Store):
         for effect in self.effects(subject=charge_id):
             total += effect["amountCents"] if effect["kind"] == "charge" else -effect["amountCents"]
         return total
+
+
+@dataclass(frozen=True)
+class Card:
+    """What the vault keeps for a token (never the card number)."""
+
+    token: str
+    brand: str
+    last4: str
+    declined: str | None
+    """Why charges of this card are declined, or None."""
+
+
+class CardVault:
+    """Tokens and what charging them does, in an owner-only SQLite file under the providers' folder."""
+
+    def __init__(self, directory: Path | None = None) -> None:
+        self.path = (directory or provider_dir()) / "vault.db"
+
+    def _db(self) -> sqlite3.Connection:
+        if not self.path.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.touch(mode=0o600)
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.execute("pragma journal_mode=wal")
+        db.execute(
+            "create table if not exists cards (token text primary key, brand text not null,"
+            " last4 text not null, exp text not null, declined text, created real not null)"
+        )
+        return db
+
+    def tokenize(self, digits: str, *, brand: str, exp_month: int, exp_year: int) -> Card:
+        """A new token for the card ``digits`` (already checked); only its last four digits are kept."""
+        card = Card(TOKEN_PREFIX + secrets.token_hex(12), brand, digits[-4:], DECLINED_CARDS.get(digits))
+        db = self._db()
+        try:
+            db.execute(
+                "insert into cards values (?, ?, ?, ?, ?, ?)",
+                (
+                    card.token,
+                    card.brand,
+                    card.last4,
+                    f"{exp_month:02d}/{exp_year}",
+                    card.declined,
+                    time.time(),
+                ),
+            )
+        finally:
+            db.close()
+        return card
+
+    def card(self, token: str) -> Card | None:
+        """What the vault knows of ``token``, or None."""
+        db = self._db()
+        try:
+            row = db.execute("select brand, last4, declined from cards where token = ?", (token,)).fetchone()
+        finally:
+            db.close()
+        return None if row is None else Card(token, row[0], row[1], row[2])
 
 
 class MailProvider(_Store):
