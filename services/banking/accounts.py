@@ -10,6 +10,11 @@ every movement with the balance after it, so it explains the balance at any time
 - ``Credit``: add money; accounts whose id starts with ``frozen-`` refuse credits (409), except the
   reversal of one of their own debits.
 - ``Get``: balance, available (balance minus holds), holds and the ledger.
+
+Only ``Open`` (a teller's, ``banking:operator``) and ``Get`` are public. Every movement (``Hold``,
+``ReleaseHold``, ``Debit``, ``Credit``, reversals included) is private: money moves only as a step of a
+transfer another handler runs, never because a client asked an account for it (an anonymous ``Credit``
+with a made-up ``txId`` once created 1,000,000.00 out of nothing).
 """
 
 from __future__ import annotations
@@ -21,9 +26,9 @@ from pydantic import Field
 from restate import ObjectContext, ObjectSharedContext
 
 from podium import Model, TerminalError, VirtualObject
-from services.banking.money import Amount, Balance, cents, units
+from services.common.money import Amount, Balance, cents, units
 
-accounts = VirtualObject("AccountService")
+accounts = VirtualObject("AccountService", system="banking")
 FROZEN_PREFIX = "frozen-"
 
 
@@ -124,7 +129,7 @@ async def _book(
     ctx.set("account", state.model_dump(mode="json"))
 
 
-@accounts.handler("Open")
+@accounts.handler("Open", public="operator")
 async def open_account(ctx: ObjectContext, req: OpenRequest) -> Account:
     raw = await ctx.get("account", type_hint=dict)
     if raw is not None:
@@ -206,6 +211,6 @@ async def credit(ctx: ObjectContext, m: Movement) -> Account:
     return _view(ctx.key(), state)
 
 
-@accounts.handler("Get", kind="shared")
+@accounts.handler("Get", kind="shared", public="read")
 async def get_account(ctx: ObjectSharedContext) -> Account:
     return _view(ctx.key(), await _load(ctx))

@@ -1,7 +1,6 @@
 """The banking deployment: accounts, transfers, compliance and the audit trail (fraud is in ``common``)."""
 
-import restate
-
+import podium
 from services.banking.accounts import accounts
 from services.banking.audit import audit
 from services.banking.compliance import compliance, limits
@@ -9,4 +8,4 @@ from services.banking.transfers import money_transfers, transfers
 
 SERVICES = [accounts, audit, transfers, money_transfers, compliance, limits]
 
-app = restate.app(services=SERVICES)
+app = podium.app(services=SERVICES)

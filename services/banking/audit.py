@@ -2,7 +2,12 @@
 
 Entries are sent (fire-and-forget, journaled, so each is recorded exactly once even across retries) to
 one object per subject: ``AuditTrail/account:<id>`` and ``AuditTrail/transfer:<id>``. ``List`` reads
-them in order. Each entry says when (engine clock), who acted (the service), what, and the outcome.
+them in order. Each entry says when (engine clock), who acted, what, and the outcome.
+
+Who acted: for the request that started a transfer, the caller the gateway verified
+(:func:`podium.caller`), never a name the client wrote in its request; for every later step, the service
+that acted or decided. ``Append`` is private (only the banking handlers write the trail); ``List`` is a
+public read.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from restate import Context, ObjectContext, ObjectSharedContext
 
 from podium import Model, VirtualObject, send
 
-audit = VirtualObject("AuditTrail")
+audit = VirtualObject("AuditTrail", system="banking")
 
 
 class AuditEntry(Model):
@@ -19,7 +24,8 @@ class AuditEntry(Model):
     """Seconds since the epoch, from the engine's journaled clock."""
     transfer_id: str
     actor: str
-    """The service that acted or decided."""
+    """Who acted: the verified caller for a client's request (``internal`` through a trusted door),
+    otherwise the service that acted or decided."""
     action: str
     outcome: str
     detail: str = ""
@@ -32,7 +38,7 @@ async def append(ctx: ObjectContext, entry: AuditEntry) -> None:
     ctx.set("entries", entries)
 
 
-@audit.handler("List", kind="shared")
+@audit.handler("List", kind="shared", public="read")
 async def list_entries(ctx: ObjectSharedContext) -> list[AuditEntry]:
     return [AuditEntry.model_validate(e) for e in await ctx.get("entries", type_hint=list) or []]
 

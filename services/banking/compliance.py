@@ -5,6 +5,9 @@ Rules, each a reason to refuse:
 - a sanctioned party: an account whose id starts with ``sanctioned-`` on either side;
 - a daily limit of :data:`DAILY_LIMIT` out of one account per day (UTC); the amount is reserved under
   the transfer id and released if the transfer fails (``Release``).
+
+Every handler is private: the checks are steps of a transfer, and ``Check`` reserves against the day's
+limit, so a client calling it directly could use up another account's allowance.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ from pydantic import Field
 from restate import Context, ObjectContext
 
 from podium import Model, Service, VirtualObject, call
-from services.banking.money import cents, units
 from services.common.fraud import Decision, TransferCheck
+from services.common.money import cents, units
 
 DAILY_LIMIT_CENTS = 5_000_000
 SANCTIONED_PREFIX = "sanctioned-"
@@ -32,7 +35,7 @@ class UsageRef(Model):
     transfer_id: str
 
 
-limits = VirtualObject("ComplianceLimits")
+limits = VirtualObject("ComplianceLimits", system="banking")
 
 
 @limits.handler("Reserve")
@@ -55,7 +58,7 @@ async def release_usage(ctx: ObjectContext, req: UsageRef) -> None:
         ctx.set("used", used)
 
 
-compliance = Service("ComplianceService")
+compliance = Service("ComplianceService", system="banking")
 
 
 def _day_key(account: str, now: float) -> str:

@@ -12,7 +12,9 @@ returns the first result; a different request for the same id is 409).
 4. confirmation email to both owners (best effort).
 
 Every step and decision goes to the audit trail (``AuditTrail/transfer:<id>`` and
-``AuditTrail/account:<id>``) with the time and the actor.
+``AuditTrail/account:<id>``) with the time and the actor. The actor of the request itself is the caller
+the gateway verified (:func:`podium.caller`): a request names no actor of its own, and a field a client
+adds for one is ignored.
 
 ``MoneyTransferSaga/{transferId}/Run`` is the seed's three-step saga: debit, credit, record; insufficient
 funds is a clean ``failed`` result, and debit and credit are idempotent by transfer id.
@@ -35,6 +37,7 @@ from podium import (
     TerminalError,
     VirtualObject,
     call,
+    caller,
     fan_out,
     fan_out_fail,
     read_saga_log,
@@ -54,8 +57,8 @@ from services.banking.audit import record
 from services.banking.compliance import ReleaseRequest
 from services.banking.compliance import check as compliance_check
 from services.banking.compliance import release as compliance_release
-from services.banking.money import Amount, cents
 from services.common.fraud import Decision, TransferCheck, assess_transfer
+from services.common.money import Amount, cents
 from services.common.notifications import EmailRequest, send_email
 
 ACTOR = "TransferOrchestrator"
@@ -84,7 +87,7 @@ class Transfer(_Model):
     saga: SagaLog | None = None
 
 
-transfers = VirtualObject("TransferOrchestrator")
+transfers = VirtualObject("TransferOrchestrator", system="banking")
 
 
 async def _account(ctx: ObjectContext, account_id: str) -> Account | None:
@@ -96,7 +99,7 @@ async def _account(ctx: ObjectContext, account_id: str) -> Account | None:
         raise
 
 
-@transfers.handler("Transfer")
+@transfers.handler("Transfer", public="write")
 async def transfer(ctx: ObjectContext, req: TransferRequest) -> Transfer:
     once = RunOnce(ctx, req, Transfer)
     if (previous := await once.previous()) is not None:
@@ -116,7 +119,9 @@ async def transfer(ctx: ObjectContext, req: TransferRequest) -> Transfer:
             )
         )
 
-    await record(ctx, tid, parties, ACTOR, "requested", "accepted", f"{req.amount} {req.reference}".strip())
+    # Who asked is the verified caller, never something the request says about itself.
+    requested = f"{req.amount} {req.reference}".strip()
+    await record(ctx, tid, parties, caller(ctx), "requested", "accepted", requested)
 
     # 1. validate
     source, destination = await _account(ctx, req.from_account), await _account(ctx, req.to_account)
@@ -233,7 +238,7 @@ async def _confirm(
     await record(ctx, tid, [req.from_account, req.to_account], "NotificationService", "confirmation", outcome)
 
 
-@transfers.handler("Get", kind="shared")
+@transfers.handler("Get", kind="shared", public="read")
 async def get_transfer(ctx: ObjectSharedContext) -> Transfer:
     result = await RunOnce.result_of(ctx, Transfer)
     if result is None:
@@ -263,10 +268,10 @@ class TransferResult(_Model):
     reason: str | None = None
 
 
-money_transfers = VirtualObject("MoneyTransferSaga")
+money_transfers = VirtualObject("MoneyTransferSaga", system="banking")
 
 
-@money_transfers.handler("Run")
+@money_transfers.handler("Run", public="write")
 async def run_money_transfer(ctx: ObjectContext, req: MoneyTransferRequest) -> TransferResult:
     if req.transfer_id != ctx.key():
         raise TerminalError(
@@ -280,6 +285,7 @@ async def run_money_transfer(ctx: ObjectContext, req: MoneyTransferRequest) -> T
     tid = req.transfer_id
     debit_tx, credit_tx = f"{tid}:debit", f"{tid}:credit"
     parties = [req.from_account, req.to_account]
+    await record(ctx, tid, parties, caller(ctx), "requested", "accepted", f"{req.amount}")
     missing = [a for a in parties if await _account(ctx, a) is None]
     if missing:
         return once.done(TransferResult(status="failed", reason=f"no account {', '.join(missing)}"))

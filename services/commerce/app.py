@@ -3,8 +3,7 @@
 The shared services they call (payments, messaging, fraud) come from the ``common`` deployment.
 """
 
-import restate
-
+import podium
 from services.commerce.billing import billing
 from services.commerce.fulfillment import fulfillment
 from services.commerce.inventory import inventory, stock
@@ -15,4 +14,4 @@ from services.commerce.warehouse import warehouse
 
 SERVICES = [orders, fulfillment, order_saga, inventory, stock.service, shipping, warehouse, billing]
 
-app = restate.app(services=SERVICES)
+app = podium.app(services=SERVICES)

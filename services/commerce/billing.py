@@ -1,5 +1,7 @@
 """``Billing`` (seed 002's name): one invoice per order id; voiding is harmless twice.
 
+Private: only ``OrderOrchestrator``'s fulfilment issues and voids invoices.
+
 Seed 000's tenant-provisioning ``BillingService`` (billing accounts) is a different service, in
 ``services/provisioning``.
 """
@@ -11,13 +13,14 @@ from restate import ObjectContext, ObjectSharedContext
 
 from podium import Model, TerminalError, VirtualObject
 from services.commerce.models import Invoice, Item
+from services.common.money import Amount
 
 billing = VirtualObject("Billing")
 
 
 class InvoiceRequest(Model):
     items: list[Item] = Field(min_length=1)
-    total: float = Field(gt=0)
+    total: Amount
 
 
 @billing.handler("GenerateInvoice")
@@ -25,7 +28,9 @@ async def generate_invoice(ctx: ObjectContext, req: InvoiceRequest) -> Invoice:
     current = await ctx.get("invoice", type_hint=dict)
     if current is not None:
         return Invoice.model_validate(current)
-    invoice = Invoice(invoice_id=f"INV-{ctx.uuid().hex[:10].upper()}", order_id=ctx.key(), total=req.total)
+    invoice = Invoice(
+        invoice_id=f"INV-{ctx.uuid().hex[:10].upper()}", order_id=ctx.key(), total=float(req.total)
+    )
     ctx.set("invoice", invoice.model_dump(mode="json"))
     ctx.set("status", "issued")
     return invoice

@@ -17,22 +17,24 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from podium import TerminalError
 
 STOCK_PER_SKU = 1_000
 """Units of every catalogue SKU (0 for ``SKU-SOLDOUT``)."""
 SOLD_OUT_SKU = "SKU-SOLDOUT"
 DAMAGED_SKU = "SKU-DAMAGED"
-PRICES: dict[str, float] = {
-    **{f"ITEM-{n:03d}": 10.0 * n - 0.01 for n in range(1, 21)},
-    SOLD_OUT_SKU: 19.99,
-    DAMAGED_SKU: 24.99,
+PRICES: dict[str, Decimal] = {
+    **{f"ITEM-{n:03d}": Decimal(10 * n) - Decimal("0.01") for n in range(1, 21)},
+    SOLD_OUT_SKU: Decimal("19.99"),
+    DAMAGED_SKU: Decimal("24.99"),
 }
+"""Unit prices, exact (an order's amount is their sum)."""
 SHIPPING_COUNTRIES = frozenset({"US", "CA", "GB", "FR", "DE", "JP"})
 NO_SLOTS_CITY = "No Slots"
 NO_LABELS_CITY = "No Labels"
 """A city whose slots can be reserved but whose shipping labels cannot be printed (the label step fails)."""
-FRAUD_LIMIT = 10_000.0
 EXPIRED_METHOD = "card-expired"
 SLOW_PRIMARY_METHOD = "card-slow-primary"
 PRIMARY_DOWN_METHOD = "card-primary-down"
@@ -46,7 +48,7 @@ def stock(sku: str) -> int:
     return 0 if sku == SOLD_OUT_SKU else STOCK_PER_SKU
 
 
-def price(sku: str, field: str = "items") -> float:
+def price(sku: str, field: str = "items") -> Decimal:
     """Unit price of ``sku``."""
     if sku not in PRICES:
         known = ", ".join(sorted(PRICES)[:3])

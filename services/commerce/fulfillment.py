@@ -30,8 +30,9 @@ shipment (slot) ``{orderId}-fulfillment-shipment``, email ``{orderId}-fulfillmen
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
-from pydantic import Field
+from pydantic import Field, TypeAdapter, ValidationError
 from restate import ObjectContext, ObjectSharedContext
 
 from podium import (
@@ -55,10 +56,11 @@ from services.commerce.inventory import reserve as reserve_stock
 from services.commerce.models import Address, CheckRequest, Item, OrderStatus, StockRequest
 from services.commerce.shipping import LabelRequest, SlotRequest, cancel_slot, generate_label, reserve_slot
 from services.commerce.warehouse import PickRequest, pick_items
+from services.common.money import Amount
 from services.common.notifications import EmailRequest, send_email
-from services.common.payments import ChargeRequest, RefundRequest, charge, refund
+from services.common.payments import ChargeRequest, PaymentMethod, RefundRequest, charge, refund
 
-fulfillment = VirtualObject("FulfillmentOrchestrator")
+fulfillment = VirtualObject("FulfillmentOrchestrator", system="commerce")
 SAGA = "fulfil-order"
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 
@@ -70,7 +72,7 @@ class FulfillmentRequest(Model):
     customer_email: str = Field(pattern=EMAIL_PATTERN)
     items: list[Item] = Field(min_length=1)
     shipping_address: Address
-    payment_method: str = Field(default="card-visa", min_length=1)
+    payment_method: PaymentMethod = "card-visa"
 
 
 class FulfillmentResult(Model):
@@ -108,19 +110,26 @@ class FulfillmentIds:
         return cls(base, f"{base}-payment", f"{base}-shipment", f"{base}-tracking")
 
 
-MAX_AMOUNT = 1_000_000.0
-"""The most one payment can take (``ChargeRequest.amount``)."""
+_AMOUNT = TypeAdapter(Amount)
+"""The payments' rule for an amount (``ChargeRequest.amount``), checked here before anything starts."""
 
 
-def order_amount(items: list[Item]) -> float:
+def order_amount(items: list[Item]) -> Decimal:
     """The catalogue price of an order; an unknown SKU or a total no payment can take is a 400."""
-    amount = round(sum(catalogue.price(i.sku, f"items.{n}.sku") * i.quantity for n, i in enumerate(items)), 2)
-    if amount > MAX_AMOUNT:
-        raise TerminalError(f"items: the order comes to {amount:.2f}, above the {MAX_AMOUNT:,.0f} limit", 400)
+    total = sum(
+        (catalogue.price(i.sku, f"items.{n}.sku") * i.quantity for n, i in enumerate(items)), Decimal(0)
+    )
+    try:
+        amount: Decimal = _AMOUNT.validate_python(total)
+    except ValidationError as exc:
+        problem = exc.errors()[0]["msg"]
+        raise TerminalError(
+            f"items: the order comes to {total:.2f}, which no payment can take: {problem}", 400
+        ) from exc
     return amount
 
 
-@fulfillment.handler("FulfillOrder")
+@fulfillment.handler("FulfillOrder", public="write")
 async def fulfill_order(ctx: ObjectContext, req: FulfillmentRequest) -> FulfillmentResult:
     order_id = ctx.key()
     if req.order_id is not None and req.order_id != order_id:
@@ -134,9 +143,9 @@ async def fulfill_order(ctx: ObjectContext, req: FulfillmentRequest) -> Fulfillm
         return previous
 
     ids = FulfillmentIds.of(order_id)
-    result = FulfillmentResult(order_id=order_id, status="failed", amount=amount)
+    result = FulfillmentResult(order_id=order_id, status="failed", amount=float(amount))
     status = StatusTracker(ctx)
-    await status.update(phase="started", progress=0.0, metadata={"amount": amount})
+    await status.update(phase="started", progress=0.0, metadata={"amount": float(amount)})
 
     await status.update(step="check-inventory")
     availability = await call(ctx, check_stock, CheckRequest(items=req.items))
@@ -176,7 +185,7 @@ async def fulfill_order(ctx: ObjectContext, req: FulfillmentRequest) -> Fulfillm
                 compensate=lambda: call(
                     ctx, refund, RefundRequest(reason=f"order {order_id} failed"), key=ids.payment
                 ),
-                payload={"paymentId": ids.payment, "amount": amount},
+                payload={"paymentId": ids.payment, "amount": float(amount)},
             )
             result.payment_id = payment.id
             await status.update(phase="charged", progress=0.5, completed_step="charge-payment")
@@ -258,7 +267,7 @@ async def _send_tracking_email(
     return delivery.status
 
 
-@fulfillment.handler("GetStatus", kind="shared")
+@fulfillment.handler("GetStatus", kind="shared", public="read")
 async def get_status(ctx: ObjectSharedContext) -> OrderStatus:
     status = await read_status(ctx)
     if status is None:

@@ -5,6 +5,9 @@ id, so holding twice is harmless and releasing twice is a no-op). ``InventorySer
 front: ``Reserve`` holds every line of an order at once and, if one SKU is short, releases the others
 before failing (a small saga); ``Commit`` turns holds into sales (the warehouse picked them);
 ``Release`` gives everything back, sold or held.
+
+Both services are private: only the orchestrators' sagas hold and release stock, and ``StockLevel``'s
+``Get`` lists every order that holds a SKU.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import Field
 
 from podium import Model, SagaLog, Status
+from services.common.money import Amount
+from services.common.payments import PaymentMethod
 
 
 class Item(Model):
@@ -27,8 +29,9 @@ class Order(Model):
     user_email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
     user_phone: str = Field(default="", pattern=r"^(\+[0-9]{6,15})?$")
     items: list[Item] = Field(min_length=1)
-    total: float = Field(gt=0)
-    payment_method: str = Field(min_length=1)
+    total: Amount
+    """What the customer pays: a JSON number, more than 0, at most two decimals (the payments' rule)."""
+    payment_method: PaymentMethod
     shipping_address: Address
 
 

@@ -15,6 +15,10 @@
 Status is updated after each phase (0.2, 0.4, 0.6, 0.8, 1.0) and ``GetOrderStatus`` (shared) answers
 at any moment with the status record and the saga log. The object is keyed by order id: a repeated
 ``CompleteOrder`` returns the first result (see :class:`podium.RunOnce`).
+
+``CompleteOrder`` (``commerce:write``) and ``GetOrderStatus`` (``commerce:read``) are public; every
+service they call is private. The order's ``total`` follows the payments' ``Amount`` rule at the door,
+so the charge of phase 3 can never be refused for its amount after stock and a slot are held.
 """
 
 from __future__ import annotations
@@ -76,13 +80,13 @@ from services.common.notifications import (
 from services.common.payments import ChargeRequest, Payment, RefundRequest, ValidateRequest, charge, refund
 from services.common.payments import validate_method as validate_payment_method
 
-orders = VirtualObject("OrderOrchestrator")
+orders = VirtualObject("OrderOrchestrator", system="commerce")
 SAGA = "order-saga"
 HEDGE_DELAY = timedelta(milliseconds=100)
 """How long the primary payment provider has before the backup is started too."""
 
 
-@orders.handler("CompleteOrder")
+@orders.handler("CompleteOrder", public="write")
 async def complete_order(ctx: ObjectContext, order: Order) -> OrderResult:
     if order.id != ctx.key():
         raise TerminalError(f"id: {order.id!r} does not match the order id in the URL ({ctx.key()!r})", 400)
@@ -123,7 +127,7 @@ async def complete_order(ctx: ObjectContext, order: Order) -> OrderResult:
                 "payment",
                 lambda: _pay(ctx, order, keys),
                 compensate=lambda: _refund_all(ctx, keys),
-                payload={"paymentIds": keys, "amount": order.total},
+                payload={"paymentIds": keys, "amount": float(order.total)},
             )
             await status.update(phase="payment", progress=0.6, completed_step="payment")
 
@@ -296,7 +300,7 @@ async def _notify(ctx: ObjectContext, order: Order, fulfillment: Fulfillment) ->
     return Notifications(sent=len(errors) - failed, failed=failed, errors=errors)
 
 
-@orders.handler("GetOrderStatus", kind="shared")
+@orders.handler("GetOrderStatus", kind="shared", public="read")
 async def get_order_status(ctx: ObjectSharedContext) -> OrderStatus:
     status = await read_status(ctx)
     if status is None:

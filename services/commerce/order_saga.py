@@ -65,11 +65,12 @@ from services.commerce.inventory import release as release_stock
 from services.commerce.inventory import reserve as reserve_stock
 from services.commerce.models import Address, Item, Label, OrderStatus, StockRequest
 from services.commerce.shipping import LabelRequest, SlotRequest, cancel_slot, generate_label, reserve_slot
+from services.common.money import Amount
 from services.common.notifications import EmailRequest, send_confirmation
 from services.common.payments import ChargeRequest, RefundRequest, charge, refund
 from services.common.providers import BOUNCE_DOMAIN
 
-order_saga = VirtualObject("OrderSaga")
+order_saga = VirtualObject("OrderSaga", system="commerce")
 SAGA = "order-saga"
 
 DEFAULT_ADDRESS = Address(street="1 Main St", city="Springfield", country="US", zip="12345")
@@ -89,7 +90,8 @@ class OrderRequest(Model):
     customer_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     """Letters, digits, ``.``, ``_``, ``-``: it names the customer's email on file."""
     items: list[Item] = Field(min_length=1)
-    amount: float = Field(gt=0, le=1_000_000)
+    amount: Amount
+    """What is charged, as given: a JSON number, more than 0, at most two decimals (the payments' rule)."""
 
 
 class OrderSagaResult(Model):
@@ -143,7 +145,7 @@ def email_on_file(customer_id: str) -> str:
     return f"{customer_id}@{domain}"
 
 
-@order_saga.handler("Run")
+@order_saga.handler("Run", public="write")
 async def run(ctx: ObjectContext, req: OrderRequest) -> OrderSagaResult:
     order_id = ctx.key()
     if req.order_id != order_id:
@@ -177,7 +179,7 @@ async def run(ctx: ObjectContext, req: OrderRequest) -> OrderSagaResult:
                 compensate=lambda: call(
                     ctx, refund, RefundRequest(reason=f"order {order_id} failed"), key=ids.payment
                 ),
-                payload={"paymentId": ids.payment, "amount": req.amount},
+                payload={"paymentId": ids.payment, "amount": float(req.amount)},
             )
             result.payment_id = ids.payment
             await status.update(phase="charged", progress=0.25, completed_step="charge-payment")
@@ -255,7 +257,7 @@ async def _confirm(ctx: ObjectContext, req: OrderRequest, ids: SagaIds, result: 
     return delivery.status == "delivered"
 
 
-@order_saga.handler("GetStatus", kind="shared")
+@order_saga.handler("GetStatus", kind="shared", public="read")
 async def get_status(ctx: ObjectSharedContext) -> OrderStatus:
     status = await read_status(ctx)
     if status is None:

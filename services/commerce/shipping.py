@@ -4,6 +4,9 @@
 for the test city ``No Slots``); ``GenerateLabel`` prints the label with a tracking number, once (refused
 for the test city ``No Labels``); ``CancelSlot`` frees the slot (harmless twice, tombstone for unknown
 ids).
+
+Private: the orchestrators book and cancel slots inside their sagas; a client gets the tracking number
+in its order's result.
 """
 
 from __future__ import annotations

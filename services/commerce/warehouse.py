@@ -2,6 +2,8 @@
 
 Picking commits the stock reservation (the units leave the shelf). A line with SKU ``SKU-DAMAGED``
 cannot be picked (409): the order's saga then refunds and releases everything.
+
+Private: picking is a step of the orchestrators' sagas.
 """
 
 from __future__ import annotations

@@ -1,11 +1,10 @@
 """The delivery deployment: restaurants, drivers and the delivery orchestrator (payments: ``common``)."""
 
-import restate
-
+import podium
 from services.delivery.drivers import drivers, tracker
 from services.delivery.orchestrator import deliveries
 from services.delivery.restaurant import restaurants
 
 SERVICES = [deliveries, restaurants, drivers, tracker]
 
-app = restate.app(services=SERVICES)
+app = podium.app(services=SERVICES)

@@ -6,6 +6,13 @@ awakeable. ``Dispatch`` sends the driver to pick up; the driver's app calls ``Pi
 (forwarded to ``DeliveryTracker/{orderId}``) and ``Delivered``, which frees the driver. ``Release``
 frees a driver whose order was cancelled (harmless twice).
 
+Public: the driver app's webhooks ``Answer``, ``PickedUp``, ``Location``, ``Delivered``
+(``delivery:write``) and ``AddDrivers`` (``delivery:operator``: a dispatcher staffs a zone). ``Offer``,
+``Withdraw``, ``Dispatch`` and ``Release`` are the orchestrator's; ``Get`` shows the pool with the
+awakeable ids and ``DeliveryTracker`` is fed by ``Location``: all private. Driver ids have the form of
+:data:`~services.delivery.models.ID`, checked when they join a pool, so an offer never carries an id
+that a later request would refuse.
+
 Drivers act by themselves unless their id says otherwise (test data):
 
 | driver id starts | behaviour |
@@ -25,9 +32,9 @@ from pydantic import Field
 from restate import ObjectContext, ObjectSharedContext
 
 from podium import Model, TerminalError, VirtualObject, send
-from services.delivery.models import Location
+from services.delivery.models import AwakeableId, Id, Location
 
-drivers = VirtualObject("DriverService")
+drivers = VirtualObject("DriverService", system="delivery")
 tracker = VirtualObject("DeliveryTracker")
 REACTION = timedelta(milliseconds=80)
 
@@ -43,12 +50,12 @@ class Driver(Model):
 
 
 class NewDrivers(Model):
-    drivers: list[str] = Field(min_length=1)
+    drivers: list[Id] = Field(min_length=1, max_length=100)
 
 
 class OfferRequest(Model):
-    order_id: str = Field(min_length=1)
-    answer_awakeable: str = Field(min_length=1)
+    order_id: Id
+    answer_awakeable: AwakeableId
     exclude: list[str] = []
 
 
@@ -57,19 +64,19 @@ class Offered(Model):
 
 
 class AnswerRequest(Model):
-    driver_id: str = Field(min_length=1)
-    order_id: str = Field(min_length=1)
+    driver_id: Id
+    order_id: Id
     accept: bool
 
 
 class DriverOrder(Model):
-    driver_id: str = Field(min_length=1)
-    order_id: str = Field(min_length=1)
+    driver_id: Id
+    order_id: Id
 
 
 class DispatchRequest(DriverOrder):
-    pickup_awakeable: str = Field(min_length=1)
-    delivered_awakeable: str = Field(min_length=1)
+    pickup_awakeable: AwakeableId
+    delivered_awakeable: AwakeableId
 
 
 class LocationUpdate(DriverOrder):
@@ -95,7 +102,7 @@ def _driver_for(pool: dict[str, Driver], req: DriverOrder | AnswerRequest, zone:
     return driver
 
 
-@drivers.handler("AddDrivers")
+@drivers.handler("AddDrivers", public="operator")
 async def add_drivers(ctx: ObjectContext, req: NewDrivers) -> list[Driver]:
     pool = await _pool(ctx)
     for driver_id in req.drivers:
@@ -121,7 +128,7 @@ async def offer(ctx: ObjectContext, req: OfferRequest) -> Offered:
     return Offered(driver_id=driver.id)
 
 
-@drivers.handler("Answer")
+@drivers.handler("Answer", public="write")
 async def answer_offer(ctx: ObjectContext, req: AnswerRequest) -> Driver:
     """The driver's webhook: accept or decline an offer (resolves the orchestrator's awakeable)."""
     pool = await _pool(ctx)
@@ -164,7 +171,7 @@ async def dispatch(ctx: ObjectContext, req: DispatchRequest) -> Driver:
     return driver
 
 
-@drivers.handler("PickedUp")
+@drivers.handler("PickedUp", public="write")
 async def picked_up(ctx: ObjectContext, req: DriverOrder) -> None:
     pool = await _pool(ctx)
     driver = _driver_for(pool, req, ctx.key())
@@ -175,7 +182,7 @@ async def picked_up(ctx: ObjectContext, req: DriverOrder) -> None:
     _save(ctx, pool)
 
 
-@drivers.handler("Location")
+@drivers.handler("Location", public="write")
 async def location(ctx: ObjectContext, req: LocationUpdate) -> None:
     pool = await _pool(ctx)
     _driver_for(pool, req, ctx.key())
@@ -183,7 +190,7 @@ async def location(ctx: ObjectContext, req: LocationUpdate) -> None:
     send(ctx, track, where, key=req.order_id)
 
 
-@drivers.handler("Delivered")
+@drivers.handler("Delivered", public="write")
 async def delivered(ctx: ObjectContext, req: DriverOrder) -> None:
     pool = await _pool(ctx)
     driver = _driver_for(pool, req, ctx.key())

@@ -5,25 +5,28 @@
 1. submit to the restaurant, which accepts or rejects at once   undo: tell the restaurant to cancel
 2. charge the customer                                          undo: refund
 3. assign a driver: offer to the first available driver; if it declines or does not answer within
-   ``driverAnswerMs``, withdraw and offer to the next             undo: free the driver
-4. wait for the restaurant's "ready" webhook (an awakeable), with a deadline
+   the ``driver_answer`` setting, withdraw and offer to the next  undo: free the driver
+4. wait for the restaurant's "ready" webhook (an awakeable), with a deadline (``ready_timeout``)
 5. dispatch the driver and wait for pick-up, then for delivery (awakeables resolved by the driver's
-   webhooks), with deadlines; location updates land in ``DeliveryTracker/{orderId}``
+   webhooks), with deadlines (``delivery_timeout``); location updates land in ``DeliveryTracker/{orderId}``
 
 ``GetStatus`` (shared) shows each stage with its time, the driver, and the last known location.
 ``Cancel`` (shared) cancels the running order at any stage: the engine interrupts it at its next wait
 and the saga refunds, frees the driver and tells the restaurant. A repeated ``PlaceOrder`` returns the
-first result.
+first result. All three are public: the customer's app places, follows and cancels its order. The
+deadlines are the deployment's (:mod:`services.delivery.settings`), journaled when the order starts.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
 
-from restate import ObjectContext, ObjectSharedContext
+from restate import ObjectContext, ObjectSharedContext, RunOptions
 
 from podium import (
+    InvalidInput,
     Model,
     RunOnce,
     Saga,
@@ -39,6 +42,7 @@ from podium import (
     with_timeout,
 )
 from services.common.payments import ChargeRequest, RefundRequest, charge, refund
+from services.delivery import settings
 from services.delivery.drivers import (
     DispatchRequest,
     DriverOrder,
@@ -49,11 +53,32 @@ from services.delivery.drivers import (
     release,
     withdraw,
 )
-from services.delivery.models import DeliveryOrder, DeliveryResult, Location
+from services.delivery.models import ID, DeliveryOrder, DeliveryResult, Location
 from services.delivery.restaurant import OrderRef, Submission, cancel, submit
 
-deliveries = VirtualObject("DeliveryOrchestrator")
+deliveries = VirtualObject("DeliveryOrchestrator", system="delivery")
 SAGA = "delivery"
+_VALID_ID = re.compile(ID)
+
+
+class Deadlines(Model):
+    """The deadlines an order was placed under, in milliseconds (journaled once, the same on replay)."""
+
+    driver_answer_ms: int
+    ready_ms: int
+    delivery_ms: int
+
+
+def _current_deadlines() -> Deadlines:
+    def ms(wait: timedelta) -> int:
+        return round(wait.total_seconds() * 1000)
+
+    current = settings.SETTINGS
+    return Deadlines(
+        driver_answer_ms=ms(current.driver_answer),
+        ready_ms=ms(current.ready_timeout),
+        delivery_ms=ms(current.delivery_timeout),
+    )
 
 
 class DeliveryStatus(Status):
@@ -62,13 +87,17 @@ class DeliveryStatus(Status):
     saga: SagaLog | None = None
 
 
-@deliveries.handler("PlaceOrder")
+@deliveries.handler("PlaceOrder", public="write")
 async def place_order(ctx: ObjectContext, order: DeliveryOrder) -> DeliveryResult:
+    order_id = ctx.key()
+    if not _VALID_ID.fullmatch(order_id):  # it names the payment and the kitchen's order
+        raise InvalidInput(f"invalid request: orderId (the key): {order_id!r} must match {ID}")
     once = RunOnce(ctx, order, DeliveryResult)
     if (previous := await once.previous()) is not None:
         return previous
-    order_id = ctx.key()
     ctx.set("invocation", ctx.request().id)  # lets the shared Cancel handler reach this run
+    # Settings are read once and journaled: a replay after the deployment was reconfigured keeps them.
+    deadlines = await ctx.run_typed("deadlines", _current_deadlines, RunOptions[Deadlines]())
     status = StatusTracker(ctx)
     payment_id = f"{order_id}-payment"
     driver: list[str] = []  # filled once a driver accepts; read by the compensation
@@ -114,7 +143,7 @@ async def place_order(ctx: ObjectContext, order: DeliveryOrder) -> DeliveryResul
 
             await saga.step(
                 "assign-driver",
-                lambda: _assign(ctx, order, order_id, driver),
+                lambda: _assign(ctx, order, order_id, driver, deadlines.driver_answer_ms),
                 compensate=lambda: _free(ctx, order, order_id, driver),
             )
             await status.update(
@@ -124,7 +153,7 @@ async def place_order(ctx: ObjectContext, order: DeliveryOrder) -> DeliveryResul
                 metadata={"driverId": driver[0]},
             )
 
-            await _wait(ctx, food_ready, order.ready_timeout_ms, "the restaurant to finish the food")
+            await _wait(ctx, food_ready, deadlines.ready_ms, "the restaurant to finish the food")
             await status.update(phase="food-ready", progress=0.6)
 
             pickup_id, picked_up = ctx.awakeable(type_hint=dict)
@@ -140,9 +169,9 @@ async def place_order(ctx: ObjectContext, order: DeliveryOrder) -> DeliveryResul
                 ),
                 key=order.zone,
             )
-            await _wait(ctx, picked_up, order.delivery_timeout_ms, "the driver to pick up")
+            await _wait(ctx, picked_up, deadlines.delivery_ms, "the driver to pick up")
             await status.update(phase="picked-up", progress=0.8)
-            await _wait(ctx, dropped_off, order.delivery_timeout_ms, "the delivery")
+            await _wait(ctx, dropped_off, deadlines.delivery_ms, "the delivery")
     except SagaError as failure:
         if failure.cause.status_code == 409 and failure.cause.message == "cancelled":
             state = "cancelled"  # the engine's cancellation, surfaced at the step that was waiting
@@ -156,7 +185,9 @@ async def place_order(ctx: ObjectContext, order: DeliveryOrder) -> DeliveryResul
     return result("delivered")
 
 
-async def _assign(ctx: ObjectContext, order: DeliveryOrder, order_id: str, driver: list[str]) -> str:
+async def _assign(
+    ctx: ObjectContext, order: DeliveryOrder, order_id: str, driver: list[str], answer_ms: int
+) -> str:
     """Offer the order to drivers one after the other until one accepts in time."""
     tried: list[str] = []
     while True:
@@ -176,7 +207,7 @@ async def _assign(ctx: ObjectContext, order: DeliveryOrder, order_id: str, drive
             raise
         tried.append(offered.driver_id)
         driver[:] = [offered.driver_id]
-        timed = await with_timeout(ctx, answer, timedelta(milliseconds=order.driver_answer_ms), cancel=False)
+        timed = await with_timeout(ctx, answer, timedelta(milliseconds=answer_ms), cancel=False)
         if not timed.timed_out and isinstance(timed.value, dict) and timed.value.get("accept") is True:
             return offered.driver_id
         await call(ctx, withdraw, DriverOrder(driver_id=offered.driver_id, order_id=order_id), key=order.zone)
@@ -194,7 +225,7 @@ async def _wait(ctx: ObjectContext, awakeable: Any, timeout_ms: int, what: str) 
         raise TerminalError(f"timed out waiting for {what}", 504)
 
 
-@deliveries.handler("GetStatus", kind="shared")
+@deliveries.handler("GetStatus", kind="shared", public="read")
 async def get_status(ctx: ObjectSharedContext) -> DeliveryStatus:
     status = await read_status(ctx)
     if status is None:
@@ -214,7 +245,7 @@ class CancelAnswer(Model):
     reason: str | None = None
 
 
-@deliveries.handler("Cancel", kind="shared")
+@deliveries.handler("Cancel", kind="shared", public="write")
 async def cancel_order(ctx: ObjectSharedContext) -> CancelAnswer:
     """The customer cancels: the running order is interrupted and compensated (see GetStatus)."""
     status = await read_status(ctx)

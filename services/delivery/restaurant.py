@@ -1,9 +1,12 @@
 """``RestaurantService``: one object per restaurant; it accepts or rejects orders and says when food is ready.
 
-``Submit`` answers at once (accepted, or 409 with the reason) and keeps the order with the awakeable id
-the orchestrator waits on. The kitchen signals ready with the ``Ready`` webhook, which resolves that
-awakeable; restaurants not marked ``manual-`` do it by themselves after their preparation time (a
-delayed, durable send). ``Cancel`` tells the kitchen to stop; a ``Ready`` after a cancel does nothing.
+``Submit`` (private: the orchestrator's) answers at once (accepted, or 409 with the reason) and keeps the
+order with the awakeable id the orchestrator waits on. The kitchen signals ready with the ``Ready``
+webhook, the one public handler (``delivery:write``: the restaurant's system really calls it), which
+resolves that awakeable; restaurants not marked ``manual-`` do it by themselves after their preparation
+time (a delayed, durable send). A ``Ready`` for an id that is not an order id is a 400, for an order the
+restaurant does not have a 404: never a retry. ``Cancel`` (private) tells the kitchen to stop; a
+``Ready`` after a cancel does nothing. ``Get`` (private) shows the kitchen's view, awakeable id included.
 
 Test data: a restaurant id starting ``closed-`` rejects every order; a dish named ``sold-out`` is
 rejected; restaurant ids starting ``manual-`` wait for the ``Ready`` webhook (play the kitchen).
@@ -17,21 +20,22 @@ from pydantic import Field
 from restate import ObjectContext, ObjectSharedContext
 
 from podium import Model, TerminalError, VirtualObject, send
-from services.delivery.models import Dish
+from services.delivery.models import AwakeableId, Dish, Id
 
-restaurants = VirtualObject("RestaurantService")
+restaurants = VirtualObject("RestaurantService", system="delivery")
 PREPARATION = timedelta(milliseconds=300)
 """How long an automatic kitchen takes."""
 
 
 class Submission(Model):
-    order_id: str = Field(min_length=1)
+    order_id: Id
     items: list[Dish] = Field(min_length=1)
-    ready_awakeable: str = Field(min_length=1)
+    ready_awakeable: AwakeableId
+    """Resolved by ``Ready``: an id of another form could never be resolved, so it is refused here."""
 
 
 class OrderRef(Model):
-    order_id: str = Field(min_length=1)
+    order_id: Id
 
 
 class KitchenOrder(Model):
@@ -68,7 +72,7 @@ async def submit(ctx: ObjectContext, req: Submission) -> KitchenOrder:
     return order
 
 
-@restaurants.handler("Ready")
+@restaurants.handler("Ready", public="write")
 async def ready(ctx: ObjectContext, req: OrderRef) -> KitchenOrder:
     """The kitchen's webhook: the food is ready (resolves the orchestrator's awakeable, once)."""
     orders = await _orders(ctx)

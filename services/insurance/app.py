@@ -5,10 +5,11 @@ Payments and email are in ``common``.
 
 import restate
 
+import podium
 from services.insurance.policies import policies
 from services.insurance.records import records
 from services.insurance.saga import claims
 
 SERVICES: list[restate.Service | restate.VirtualObject | restate.Workflow] = [claims, policies, records]
 
-app = restate.app(services=SERVICES)
+app = podium.app(services=SERVICES)

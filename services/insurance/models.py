@@ -3,44 +3,35 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from podium import Decision, Model, Status
+from services.common.money import Amount
 
-DAY_MS = 24 * 60 * 60 * 1000
-APPROVAL_TIMEOUT_MS = 30 * DAY_MS
-"""Production deadline for the adjuster's decision: 30 days (the seed's)."""
-RECORDS_TIMEOUT_MS = 14 * DAY_MS
-"""Production deadline for the medical records: 14 days."""
-MAX_TIMEOUT_MS = 365 * DAY_MS
 CLAIM_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 """Claim ids name the payment (``{claimId}-payment``) and the records request: letters, digits, ``._-``."""
+MAX_CLAIM = 1_000_000
+"""The largest amount one claim may ask for (policies cover less)."""
 
 
 class Claim(Model):
-    """The body of ``Run`` (the seed's ``Claim``)."""
+    """The body of ``Run`` (the seed's ``Claim``).
+
+    The deadlines of the records and of the adjuster are the deployment's settings
+    (:mod:`services.insurance.settings`), not the claimant's: fields such as ``approvalTimeoutMs`` are
+    ignored.
+    """
 
     claim_id: str = Field(pattern=CLAIM_ID)
     """Must equal the workflow key in the URL."""
     policy_id: str = Field(min_length=1, max_length=50)
     customer_id: str = Field(min_length=1, max_length=200)
-    amount: float = Field(gt=0, le=1_000_000)
-    """What the customer claims, in the policy's currency (at most two decimals)."""
+    amount: Annotated[Amount, Field(le=MAX_CLAIM)]
+    """What the customer claims, in the policy's currency: the payout's rule (positive, two decimals)."""
     description: str = Field(min_length=1, max_length=2000)
     incident_date: dt.date
-    approval_timeout_ms: int = Field(default=APPROVAL_TIMEOUT_MS, ge=1, le=MAX_TIMEOUT_MS)
-    """How long the adjuster has to decide (30 days unless a test shortens it)."""
-    records_timeout_ms: int = Field(default=RECORDS_TIMEOUT_MS, ge=1, le=MAX_TIMEOUT_MS)
-    """How long the records provider has to answer (14 days unless a test shortens it)."""
-
-    @field_validator("amount")
-    @classmethod
-    def _cents(cls, amount: float) -> float:
-        if round(amount, 2) != amount:
-            raise ValueError("at most two decimal places")
-        return amount
 
 
 # -- the policy catalogue --------------------------------------------------------------------------------
@@ -82,7 +73,8 @@ class MedicalRecords(Model):
     """Whether the records support the claim (false: e.g. a pre-existing condition)."""
     findings: str = Field(default="", max_length=2000)
     provider: str = Field(default="manual", min_length=1, max_length=100)
-    """Who sent them (``auto`` for the simulated provider)."""
+    """Who sent them: the verified subject of the provider's token when they came through the gateway
+    (a ``provider`` in the body is then ignored), ``auto`` for the simulated provider."""
 
 
 class RecordsRequest(Model):

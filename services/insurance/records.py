@@ -4,15 +4,18 @@ A virtual object keyed by claim id. ``ClaimSaga`` creates an awakeable and files
 ``Request``, handing over the awakeable's id; the provider answers later through the ``Deliver`` webhook,
 which resolves the awakeable and wakes the saga.
 
-- ``Request`` files the request (again with the same claim id: the same file back). For most policies the
-  simulated provider schedules its own ``Deliver`` after :data:`AUTO_DELAY` (a durable delayed send);
-  for manual policies (``POL-3001``) it waits for you to call ``Deliver``.
-- ``Deliver`` is the provider's callback: ``{covered, findings?, provider?}``. Delivering the same records
-  again returns the file; different records, or records for a withdrawn request, are refused (409); no
-  request at all is 404.
-- ``Withdraw`` is called by the saga when its deadline passes: a late ``Deliver`` is then refused.
-- ``Get`` shows the file, including ``callbackId`` (the raw awakeable id, for
-  ``POST /restate/awakeables/{id}/reject``: the provider reporting an error).
+- ``Request`` (private: the saga's) files the request (again with the same claim id: the same file
+  back). For most policies the simulated provider schedules its own ``Deliver`` after
+  :data:`AUTO_DELAY` (a durable delayed send); for manual policies (``POL-3001``) it waits for the real
+  provider to call ``Deliver``.
+- ``Deliver`` is the provider's webhook, the one public handler (``insurance:write``): ``{covered,
+  findings?, provider?}``. Delivering the same records again returns the file; different records, or
+  records for a withdrawn request, are refused (409); no request at all is 404. Through the gateway
+  ``provider`` is the verified subject of the caller's token, whatever the body says.
+- ``Withdraw`` (private) is called by the saga when its deadline passes: a late ``Deliver`` is then
+  refused.
+- ``Get`` (private) shows the file, including ``callbackId``, the raw awakeable id: whoever holds it can
+  complete the saga's wait, so it stays inside.
 """
 
 from __future__ import annotations
@@ -22,14 +25,14 @@ from datetime import timedelta
 
 from restate import ObjectContext, ObjectSharedContext
 
-from podium import TerminalError, VirtualObject, send
+from podium import INTERNAL_CALLER, TerminalError, VirtualObject, caller, send
 from services.insurance import policies
 from services.insurance.models import MedicalRecords, RecordsFile, RecordsRequest
 
 AUTO_DELAY = timedelta(seconds=1)
 """How long the simulated provider takes to answer by itself."""
 
-records = VirtualObject("MedicalRecordsService")
+records = VirtualObject("MedicalRecordsService", system="insurance")
 
 
 def iso(seconds: float) -> str:
@@ -89,8 +92,12 @@ async def request_records(ctx: ObjectContext, req: RecordsRequest) -> RecordsFil
     return file
 
 
-@records.handler("Deliver")
+@records.handler("Deliver", public="write")
 async def deliver(ctx: ObjectContext, found: MedicalRecords) -> RecordsFile:
+    """The provider's webhook: the records of the claim (the object key); resolves the saga's wait."""
+    subject = caller(ctx)
+    if subject != INTERNAL_CALLER:  # through the gateway: who sent them is who the token says
+        found = found.model_copy(update={"provider": subject})
     file = await _load(ctx)
     if file is None:
         raise TerminalError(f"no medical records were requested for claim {ctx.key()}", 404)

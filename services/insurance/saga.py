@@ -5,12 +5,13 @@
 1. **validate** the claim against the policy catalogue (``PolicyService/Check``): unknown policy, another
    customer's policy, an amount above the limit, an incident outside the cover → ``rejected_invalid``;
 2. **request medical records**: an awakeable is created and its id filed with ``MedicalRecordsService``;
-   the provider answers later through its ``Deliver`` webhook. No answer within ``recordsTimeoutMs``
-   (14 days) → the request is withdrawn and the claim ends ``timeout``; records that do not support the
-   claim → ``rejected``; the provider reporting an error (the awakeable rejected) → ``failed``;
+   the provider answers later through its ``Deliver`` webhook. No answer within the ``records_deadline``
+   setting (14 days) → the request is withdrawn and the claim ends ``timeout``; records that do not
+   support the claim → ``rejected``; the provider reporting an error (the awakeable rejected) →
+   ``failed``;
 3. **wait for the adjuster** on the workflow's durable promise ``approval`` (``Approve`` / ``Reject``,
-   added by :func:`podium.add_approval_handlers`) at most ``approvalTimeoutMs`` (30 days): rejected →
-   ``rejected``, no decision → ``timeout``;
+   added by :func:`podium.add_approval_handlers`, operator actions) at most the ``approval_deadline``
+   setting (30 days): rejected → ``rejected``, no decision → ``timeout``;
 4. **pay** through the shared ``PaymentService``, keyed ``{claimId}-payment`` (a replay or a retry pays
    once). An approval cannot be withdrawn, so a failed payout is not compensated: the claim ends
    ``payment_failed`` with ``needsManualReview`` and the reason;
@@ -18,10 +19,12 @@
    policyholder (a bounce does not change the outcome).
 
 Every outcome is a result with a status and a reason, never an error; only a malformed request is refused
-(400). Every wait is a durable timer or promise held by the engine: a crash of this process or a restart
-of the engine neither loses it nor restarts its clock. The engine runs a workflow once per key: a second
-``Run`` for the same claim id is answered 409, and the first result is read with
-``GET /restate/workflow/ClaimSaga/{claimId}/attach`` (waits) or ``.../output``.
+(400). The deadlines are the deployment's (:mod:`services.insurance.settings`), recorded in the journal
+when the claim is filed, so a claim keeps the deadlines it was filed under. Every wait is a durable timer
+or promise held by the engine: a crash of this process or a restart of the engine neither loses it nor
+restarts its clock. The engine runs a workflow once per key: a second ``Run`` for the same claim id is
+answered 409, and the first result is read with ``GET /restate/workflow/ClaimSaga/{claimId}/attach``
+(waits) or ``.../output``.
 """
 
 from __future__ import annotations
@@ -30,11 +33,12 @@ import datetime as dt
 from datetime import timedelta
 
 from pydantic import ValidationError
-from restate import WorkflowContext, WorkflowSharedContext
+from restate import RunOptions, WorkflowContext, WorkflowSharedContext
 
 from podium import (
     ApprovalOutcome,
     InvalidInput,
+    Model,
     StatusTracker,
     TerminalError,
     Workflow,
@@ -46,6 +50,7 @@ from podium import (
 )
 from services.common.notifications import EmailRequest, send_email
 from services.common.payments import PayoutRequest, payout
+from services.insurance import settings
 from services.insurance.models import (
     Claim,
     ClaimOutcome,
@@ -60,7 +65,7 @@ from services.insurance.models import (
 from services.insurance.policies import check_claim
 from services.insurance.records import iso, request_records, withdraw
 
-claims = Workflow("ClaimSaga")
+claims = Workflow("ClaimSaga", system="insurance")
 add_approval_handlers(claims)  # POST /ClaimSaga/{claimId}/Approve and /Reject
 
 RETENTION = timedelta(days=365)
@@ -69,6 +74,21 @@ RETENTION = timedelta(days=365)
 
 _FAILED_PHASES = {"timeout", "failed", "payment_failed", "cancelled"}
 """Outcomes that set the status' ``error`` (a person may want to look); the others are decisions."""
+
+
+class _Deadlines(Model):
+    """The deadlines a claim was filed under, in milliseconds (journaled once, the same on every replay)."""
+
+    records_ms: int
+    approval_ms: int
+
+
+def _current_deadlines() -> _Deadlines:
+    current = settings.SETTINGS
+    return _Deadlines(
+        records_ms=round(current.records_deadline.total_seconds() * 1000),
+        approval_ms=round(current.approval_deadline.total_seconds() * 1000),
+    )
 
 
 def duration(ms: int) -> str:
@@ -90,7 +110,11 @@ class _Claim:
         self.stage: Stage = "validation"
         self.verdict: PolicyVerdict | None = None
         self.result = ClaimResult(
-            claim_id=claim.claim_id, status="failed", stage="validation", amount=claim.amount, closed_at=""
+            claim_id=claim.claim_id,
+            status="failed",
+            stage="validation",
+            amount=float(claim.amount),
+            closed_at="",
         )
 
     async def close(self, outcome: ClaimOutcome, reason: str | None = None) -> ClaimResult:
@@ -130,7 +154,7 @@ class _Claim:
         return sent.status == "delivered"
 
 
-@claims.main("Run", workflow_retention=RETENTION)
+@claims.main("Run", workflow_retention=RETENTION, public="write")
 async def run(ctx: WorkflowContext, claim: Claim) -> ClaimResult:
     if claim.claim_id != ctx.key():
         raise InvalidInput(f"invalid request: claimId: {claim.claim_id!r} must equal the key {ctx.key()!r}")
@@ -140,7 +164,7 @@ async def run(ctx: WorkflowContext, claim: Claim) -> ClaimResult:
         phase="validating",
         progress=0.1,
         step="validate",
-        metadata={"claimId": claim.claim_id, "policyId": claim.policy_id, "amount": claim.amount},
+        metadata={"claimId": claim.claim_id, "policyId": claim.policy_id, "amount": float(claim.amount)},
     )
     try:
         return await _process(ctx, claim, status, state)
@@ -154,13 +178,15 @@ async def run(ctx: WorkflowContext, claim: Claim) -> ClaimResult:
 async def _process(ctx: WorkflowContext, claim: Claim, status: StatusTracker, state: _Claim) -> ClaimResult:
     claim_id = claim.claim_id
     filed_on = dt.datetime.fromtimestamp(await ctx.time(), tz=dt.UTC).date()
+    # Settings are read once and journaled: a replay after the deployment was reconfigured keeps them.
+    deadlines = await ctx.run_typed("deadlines", _current_deadlines, RunOptions[_Deadlines]())
     verdict = await call(
         ctx,
         check_claim,
         PolicyCheck(
             policy_id=claim.policy_id,
             customer_id=claim.customer_id,
-            amount=claim.amount,
+            amount=float(claim.amount),
             incident_date=claim.incident_date,
             filed_on=filed_on,
         ),
@@ -186,7 +212,7 @@ async def _process(ctx: WorkflowContext, claim: Claim, status: StatusTracker, st
         key=claim_id,
     )
     try:
-        timed = await with_timeout(ctx, arrived, timedelta(milliseconds=claim.records_timeout_ms))
+        timed = await with_timeout(ctx, arrived, timedelta(milliseconds=deadlines.records_ms))
     except TerminalError as exc:
         if exc.status_code == 409 and exc.message == "cancelled":
             raise
@@ -194,7 +220,7 @@ async def _process(ctx: WorkflowContext, claim: Claim, status: StatusTracker, st
     if timed.timed_out:
         file = await call(ctx, withdraw, None, key=claim_id)
         if file.records is None:  # else they were delivered just as the deadline passed: use them
-            wait = duration(claim.records_timeout_ms)
+            wait = duration(deadlines.records_ms)
             return await state.close("timeout", f"medical records were not received within {wait}")
         records = file.records
     else:
@@ -210,7 +236,7 @@ async def _process(ctx: WorkflowContext, claim: Claim, status: StatusTracker, st
 
     # -- the adjuster: the workflow's durable promise, with a 30-day deadline -------------------------
     state.stage = "approval"
-    deadline = await ctx.time() + claim.approval_timeout_ms / 1000
+    deadline = await ctx.time() + deadlines.approval_ms / 1000
     await status.update(
         phase="awaiting_approval",
         progress=0.5,
@@ -218,12 +244,10 @@ async def _process(ctx: WorkflowContext, claim: Claim, status: StatusTracker, st
         step="approval",
         metadata={"approvalDeadline": iso(deadline)},
     )
-    approval = await wait_for_approval(ctx, timeout=timedelta(milliseconds=claim.approval_timeout_ms))
+    approval = await wait_for_approval(ctx, timeout=timedelta(milliseconds=deadlines.approval_ms))
     state.result.approval = approval.decision
     if approval.outcome is ApprovalOutcome.TIMED_OUT:
-        return await state.close(
-            "timeout", f"no adjuster decided within {duration(claim.approval_timeout_ms)}"
-        )
+        return await state.close("timeout", f"no adjuster decided within {duration(deadlines.approval_ms)}")
     if approval.outcome is ApprovalOutcome.REJECTED:
         decision = approval.decision
         who = decision.by if decision and decision.by else "the adjuster"
@@ -254,7 +278,7 @@ async def _process(ctx: WorkflowContext, claim: Claim, status: StatusTracker, st
     return await state.close("paid")
 
 
-@claims.handler("GetStatus")
+@claims.handler("GetStatus", public="read")
 async def get_status(ctx: WorkflowSharedContext) -> ClaimStatus:
     status = await read_status(ctx)
     raw = await ctx.get("result", type_hint=dict)

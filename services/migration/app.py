@@ -1,7 +1,6 @@
 """The migration deployment: the migration saga and the two databases it moves between."""
 
-import restate
-
+import podium
 from services.migration.saga import SERVICES
 
-app = restate.app(services=SERVICES)
+app = podium.app(services=SERVICES)

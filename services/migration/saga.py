@@ -1,6 +1,7 @@
 """``MigrationSaga`` (seed 003 ex 6): move a service's data to a new database with zero downtime.
 
-``POST /MigrationSaga/{serviceId}/Run`` with ``{batchSize, pauseMs}``:
+``POST /MigrationSaga/{serviceId}/Run`` with ``{batchSize, pauseMs}``, an operator's decision (public,
+``operator``; the batch size and the pause are the operator's parameters of this migration):
 
 1. dual-write on (undo: dual-write off), so new writes reach both databases;
 2. historical data copied in batches, with a durable pause between batches; progress (batches done,
@@ -46,6 +47,10 @@ from services.migration import stores
 
 SERVICE_ID = r"^[a-z0-9][a-z0-9-]{0,62}$"
 """Service ids name folders: lower-case letters, digits and dashes."""
+MAX_BATCH_SIZE = 100_000
+"""The most rows one batch copies."""
+MAX_BATCH = stores.SQLITE_MAX_INT // MAX_BATCH_SIZE
+"""The highest batch number: the batch's offset (``batch * size``) must fit in SQLite's integers."""
 _VALID_ID = re.compile(SERVICE_ID)
 _RUN = RunOptions[Any](max_attempts=5, initial_retry_interval=timedelta(milliseconds=100))
 
@@ -59,7 +64,11 @@ def _terminal(fn: Any, *args: Any) -> Any:
 
 # -- the data service ----------------------------------------------------------------------------------
 
-data = Service("MigrationData")
+data = Service("MigrationData", system="migration")
+"""The two databases. Public: ``Write`` (the application's traffic), ``Verify`` (a read) and ``Seed`` (an
+operator creating the legacy data of a demo). The migration's own steps (dual-write, batch copy, traffic
+switch, old system off) are private: only the saga runs them, in order, so no client can switch traffic
+before the data is copied and checked."""
 
 
 class SeedRequest(Model):
@@ -69,7 +78,8 @@ class SeedRequest(Model):
 
 class WriteRequest(Model):
     service_id: str = Field(pattern=SERVICE_ID)
-    id: int = Field(ge=1)
+    id: int = Field(ge=1, le=stores.SQLITE_MAX_INT)
+    """A row id, stored as SQLite's integer primary key."""
     payload: str = Field(min_length=1)
 
 
@@ -79,8 +89,8 @@ class ServiceRef(Model):
 
 class BatchRequest(Model):
     service_id: str = Field(pattern=SERVICE_ID)
-    batch: int = Field(ge=0)
-    size: int = Field(ge=1)
+    batch: int = Field(ge=0, le=MAX_BATCH)
+    size: int = Field(ge=1, le=MAX_BATCH_SIZE)
 
 
 class DualWrite(Model):
@@ -96,13 +106,13 @@ class Report(Model):
     routing: dict[str, Any]
 
 
-@data.handler("Seed")
+@data.handler("Seed", public="operator")
 async def seed(ctx: Context, req: SeedRequest) -> int:
     count: int = await ctx.run_typed("seed", _terminal, _RUN, stores.seed, req.service_id, req.rows)
     return count
 
 
-@data.handler("Write")
+@data.handler("Write", public="write")
 async def write(ctx: Context, req: WriteRequest) -> dict[str, Any]:
     result: dict[str, Any] = await ctx.run_typed(
         "write", _terminal, _RUN, stores.write, req.service_id, req.id, req.payload
@@ -126,7 +136,7 @@ async def copy_batch(ctx: Context, req: BatchRequest) -> int:
     return copied
 
 
-@data.handler("Verify")
+@data.handler("Verify", public="read")
 async def verify(ctx: Context, req: ServiceRef) -> Report:
     def inspect() -> dict[str, Any]:
         return {**stores.verify(req.service_id), "routing": stores.routing(req.service_id)}
@@ -161,7 +171,7 @@ async def disable_legacy(ctx: Context, req: ServiceRef) -> dict[str, Any]:
 
 
 class Migration(Model):
-    batch_size: int = Field(default=100, ge=1, le=100_000)
+    batch_size: int = Field(default=100, ge=1, le=MAX_BATCH_SIZE)
     pause_ms: int = Field(default=60_000, ge=0, le=3_600_000)
     """Pause between batches (the seed's one minute by default)."""
     forward_retries: int = Field(default=5, ge=1, le=100)
@@ -180,10 +190,10 @@ class MigrationStatus(Status):
     saga: SagaLog | None = None
 
 
-migrations = VirtualObject("MigrationSaga")
+migrations = VirtualObject("MigrationSaga", system="migration")
 
 
-@migrations.handler("Run")
+@migrations.handler("Run", public="operator")
 async def run(ctx: ObjectContext, req: Migration) -> MigrationResult:
     service_id = ctx.key()
     if not _VALID_ID.fullmatch(service_id):
@@ -261,7 +271,7 @@ def _result(
     )
 
 
-@migrations.handler("GetStatus", kind="shared")
+@migrations.handler("GetStatus", kind="shared", public="read")
 async def get_status(ctx: ObjectSharedContext) -> MigrationStatus:
     status = await read_status(ctx)
     if status is None:
@@ -269,4 +279,4 @@ async def get_status(ctx: ObjectSharedContext) -> MigrationStatus:
     return MigrationStatus(**status.model_dump(), saga=await read_saga_log(ctx, "migration"))
 
 
-SERVICES = [data, migrations]
+SERVICES: list[Service | VirtualObject] = [data, migrations]

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA = "create table if not exists records (id integer primary key, payload text not null)"
+SQLITE_MAX_INT = 2**63 - 1
+"""The largest integer SQLite holds (a bigger one raises OverflowError before any SQL runs)."""
 
 
 class StoreError(Exception):

@@ -1,10 +1,9 @@
 """The patterns deployment: seed 002's catalog as runnable handlers, with their simulated backends."""
 
-import restate
-
+import podium
 from services.patterns.catalog import SERVICES as CATALOG
 from services.patterns.sources import SERVICES as SOURCES
 
 SERVICES = [*CATALOG, *SOURCES]
 
-app = restate.app(services=SERVICES)
+app = podium.app(services=SERVICES)

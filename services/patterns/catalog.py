@@ -1,4 +1,12 @@
-"""Seed 002's pattern catalog, each pattern a runnable handler (see README.md for curl examples)."""
+"""Seed 002's pattern catalog, each pattern a runnable handler (see README.md for curl examples).
+
+The patterns' own entry points are public (scopes ``patterns:read``, ``patterns:write``, and
+``patterns:operator`` to decide an approval); what they call is private: the demo account and the
+analytics store of pattern 6, and the simulated backends of :mod:`services.patterns.sources`. Money (the
+amounts of patterns 5 and 6) follows the shared :data:`services.common.money.Amount` rule at the door.
+The approval deadline of pattern 5 is the deployment's (:mod:`services.patterns.settings`), not the
+caller's.
+"""
 
 from __future__ import annotations
 
@@ -39,10 +47,11 @@ from podium import (
     read_status,
     wait_for_approval,
 )
-from services.patterns import sources
+from services.common.money import Amount, cents, units
+from services.patterns import settings, sources
 from services.patterns.sources import Data, Processed, ProductRef, Query, UserRef
 
-catalog = Service("PatternCatalog")
+catalog = Service("PatternCatalog", system="patterns")
 
 
 # -- Pattern 1: fan-out validation (fail fast) ------------------------------------------------------------
@@ -53,7 +62,7 @@ class ValidationResult(Model):
     valid: bool
 
 
-@catalog.handler("ValidateUser")
+@catalog.handler("ValidateUser", public="read")
 async def validate_user(ctx: Context, req: UserRef) -> ValidationResult:
     """All three checks at once; the first failure (an error) cancels the rest; a ``false`` is a 400."""
     names = ["email verified", "KYC completed", "not blacklisted"]
@@ -87,7 +96,7 @@ class EnrichedProduct(Model):
     """Sources that failed; their fields are null."""
 
 
-@catalog.handler("EnrichProduct")
+@catalog.handler("EnrichProduct", public="read")
 async def enrich_product(ctx: Context, req: ProductRef) -> EnrichedProduct:
     """Five sources at once; whatever answers is used, whatever fails is listed in ``missing``."""
     names = ["details", "pricing", "inventory", "reviews", "recommendations"]
@@ -111,7 +120,7 @@ class BatchSummary(Model):
     results: list[Processed]
 
 
-@catalog.handler("ProcessUsers")
+@catalog.handler("ProcessUsers", public="write")
 async def process_users(ctx: Context, req: UserBatch) -> BatchSummary:
     """At most ``maxConcurrency`` users in flight (a sliding window); the first failure stops the batch."""
     try:
@@ -130,9 +139,10 @@ async def process_users(ctx: Context, req: UserBatch) -> BatchSummary:
 
 class FetchRequest(Query):
     timeout_ms: int = Field(default=1_000, gt=0, le=60_000)
+    """The demo's own parameter: how long the race runs before the timer wins (at most a minute)."""
 
 
-@catalog.handler("FetchData")
+@catalog.handler("FetchData", public="read")
 async def fetch_data(ctx: Context, req: FetchRequest) -> Data:
     """Primary, cache and replica race; the first answer wins, the others are cancelled; the timer ends it."""
     query = Query(query=req.query)
@@ -157,10 +167,14 @@ async def fetch_data(ctx: Context, req: FetchRequest) -> Data:
 
 
 class ApprovalRequest(Model):
+    """What needs a person's approval.
+
+    The deadline is the deployment's ``approval_deadline`` setting, not the caller's: a ``timeoutMs`` in
+    the body is ignored.
+    """
+
     request_id: str = Field(min_length=1)
-    amount: float = Field(gt=0)
-    timeout_ms: int = Field(default=24 * 3600 * 1000, gt=0, le=30 * 24 * 3600 * 1000)
-    """How long to wait for a person (the seed's 24 h by default)."""
+    amount: Amount
 
 
 class ApprovalDecision(Model):
@@ -170,16 +184,26 @@ class ApprovalDecision(Model):
     by: str | None = None
 
 
-approvals = Workflow("ApprovalWorkflow")
+approvals = Workflow("ApprovalWorkflow", system="patterns")
 add_approval_handlers(approvals)
 
 
-@approvals.main("Run")
+def _approval_deadline_ms() -> int:
+    return round(settings.SETTINGS.approval_deadline.total_seconds() * 1000)
+
+
+@approvals.main("Run", public="write")
 async def process_with_approval(ctx: WorkflowContext, req: ApprovalRequest) -> ApprovalDecision:
-    """Wait for ``Approve``/``Reject``; on timeout, escalate instead of waiting forever."""
+    """Wait for ``Approve``/``Reject`` until the deadline; then escalate instead of waiting forever."""
+    # Journaled once: a replay after a restart with another setting keeps the deadline it started with.
+    deadline_ms = await ctx.run_typed("approval deadline", _approval_deadline_ms, RunOptions[int]())
     status = StatusTracker(ctx)
-    await status.update(phase="awaiting-approval", progress=0.5, metadata={"amount": req.amount})
-    result = await wait_for_approval(ctx, timeout=timedelta(milliseconds=req.timeout_ms))
+    await status.update(
+        phase="awaiting-approval",
+        progress=0.5,
+        metadata={"amount": float(req.amount), "deadlineMs": deadline_ms},
+    )
+    result = await wait_for_approval(ctx, timeout=timedelta(milliseconds=deadline_ms))
     outcome = "escalated" if result.outcome is ApprovalOutcome.TIMED_OUT else result.outcome.value
     await status.complete(phase=outcome)
     return ApprovalDecision(
@@ -187,7 +211,7 @@ async def process_with_approval(ctx: WorkflowContext, req: ApprovalRequest) -> A
     )
 
 
-@approvals.handler("GetStatus")
+@approvals.handler("GetStatus", public="read")
 async def approval_status(ctx: WorkflowSharedContext) -> Status:
     return await read_status(ctx) or Status.empty()
 
@@ -198,7 +222,7 @@ async def approval_status(ctx: WorkflowSharedContext) -> Status:
 class Transaction(Model):
     id: str = Field(min_length=1)
     account_id: str = Field(min_length=1)
-    amount: float = Field(gt=0)
+    amount: Amount
     fail_analytics: bool = False
     """Test data: make the optional analytics step fail."""
 
@@ -216,7 +240,7 @@ accounts = VirtualObject("DemoAccount")
 
 class Movement(Model):
     tx_id: str
-    amount: float
+    amount: Amount
 
 
 OPENING_BALANCE = 1_000.0
@@ -228,7 +252,7 @@ async def _move(ctx: ObjectContext, req: Movement, kind: str, sign: int) -> floa
     balance = await ctx.get("balance", type_hint=float)
     balance = OPENING_BALANCE if balance is None else balance
     if f"{kind}:{req.tx_id}" not in done:
-        balance = round(balance + sign * req.amount, 2)
+        balance = units(cents(balance) + sign * cents(req.amount))  # exact: summed in cents
         ctx.set("txs", [*done, f"{kind}:{req.tx_id}"])
         ctx.set("balance", balance)
     return balance
@@ -265,7 +289,7 @@ async def remove(ctx: Context, tx: Transaction) -> None:
     await ctx.run_typed("remove", lambda: None, RunOptions[None]())
 
 
-@catalog.handler("ComplexTransaction")
+@catalog.handler("ComplexTransaction", public="write")
 async def complex_transaction(ctx: Context, tx: Transaction) -> TransactionResult:
     """Debit (critical) then analytics (optional); a failure compensates only the completed steps."""
     movement = Movement(tx_id=tx.id, amount=tx.amount)
@@ -294,7 +318,7 @@ async def complex_transaction(ctx: Context, tx: Transaction) -> TransactionResul
 class ProcessingJob(Model):
     job_id: str = Field(min_length=1)
     stage_ms: int = Field(default=200, ge=0, le=60_000)
-    """How long each stage takes."""
+    """The demo's own parameter: how long each stage takes (at most a minute)."""
     fail_at: str | None = None
     """Test data: the stage that fails (download, validate, transform, upload, notify)."""
 
@@ -307,10 +331,10 @@ class JobResult(Model):
 
 STAGES = [("download", 0.2), ("validate", 0.4), ("transform", 0.6), ("upload", 0.8), ("notify", 1.0)]
 
-jobs = Workflow("DataProcessingWorkflow")
+jobs = Workflow("DataProcessingWorkflow", system="patterns")
 
 
-@jobs.main("Run")
+@jobs.main("Run", public="write")
 async def run_job(ctx: WorkflowContext, job: ProcessingJob) -> JobResult:
     """Five stages; status shows the stage, progress and history; a failing stage is recorded and ends it."""
     status = StatusTracker(ctx)
@@ -328,7 +352,7 @@ async def run_job(ctx: WorkflowContext, job: ProcessingJob) -> JobResult:
     return JobResult(job_id=job.job_id, status="completed", stages=done)
 
 
-@jobs.handler("GetStatus")
+@jobs.handler("GetStatus", public="read")
 async def job_status(ctx: WorkflowSharedContext) -> Status:
     return await read_status(ctx) or Status.empty()
 

@@ -2,6 +2,7 @@
 
 import restate
 
+import podium
 from services.pipeline.approval import gates
 from services.pipeline.orchestrator import pipelines
 from services.pipeline.saga import sagas
@@ -14,4 +15,4 @@ SERVICES: list[restate.Service | restate.VirtualObject | restate.Workflow] = [
     sagas,
 ]
 
-app = restate.app(services=SERVICES)
+app = podium.app(services=SERVICES)

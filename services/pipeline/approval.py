@@ -7,6 +7,9 @@ virtual object, so it is the single source of truth: the first decision wins and
 awakeable, a second one gets 409 naming the first, and when the deadline passes the pipeline calls
 ``Close``, which records ``timed_out`` unless a decision got in first (then that decision stands: the
 approver was told it was accepted, so the pipeline honours it).
+
+Every handler is private: the pipeline opens and closes the gate, its public ``Approve``/``Reject``
+decide (with ``by`` already set to the verified approver), and ``GetStatus`` shows the gate.
 """
 
 from __future__ import annotations

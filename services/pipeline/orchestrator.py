@@ -1,6 +1,6 @@
 """``PipelineOrchestrator`` (seed 000 ex 4): build, test, scan, stage, verify, approve, release.
 
-``POST /PipelineOrchestrator/{pipelineId}/Run`` with ``{version, app?, variant?, approvalTimeoutMs?}``:
+``POST /PipelineOrchestrator/{pipelineId}/Run`` with ``{version, app?, variant?}``:
 
 1. ``BuildService/Build`` and ``TestService/RunUnitTests`` in parallel (``fan_out_fail``: the first
    failure cancels the other); the build publishes the wheel as image ``<app>:<version>``;
@@ -8,14 +8,16 @@
 3. ``DeployService/Deploy`` to staging (undo: ``DeployService/Rollback``, which moves ``current`` back
    to the previous release), then ``TestService/RunIntegrationTests`` against staging's ``current``;
    failing tests roll staging back;
-4. the manual approval (``PipelineApproval``, an awakeable with a deadline, 24 h by default);
-   rejected or timed out: the pipeline stops, production untouched, staging keeps the tested release;
+4. the manual approval (``PipelineApproval``, an awakeable with a deadline: the ``approval_timeout``
+   setting, 24 h by default); rejected or timed out: the pipeline stops, production untouched, staging
+   keeps the tested release;
 5. ``DeployService/Deploy`` to production (its health check runs before the switch, so a failure
    leaves production as it was).
 
 ``GetStatus`` shows every stage with its start and end time (engine clock) and log, the approval and the
-staging saga log. ``Approve`` / ``Reject`` decide the approval. A repeated ``Run`` returns the first
-result; nothing is built or deployed twice.
+staging saga log. ``Approve`` / ``Reject`` decide the approval (operator actions; the decision records
+the verified subject of the approver's token). A repeated ``Run`` returns the first result; nothing is
+built or deployed twice.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from pydantic import Field
-from restate import ObjectContext, ObjectSharedContext, RestateDurableFuture
+from restate import ObjectContext, ObjectSharedContext, RestateDurableFuture, RunOptions
 
 from podium import (
+    INTERNAL_CALLER,
     ApprovalOutcome,
     Decision,
     FanOutError,
@@ -42,11 +45,13 @@ from podium import (
     TerminalError,
     VirtualObject,
     call,
+    caller,
     fan_out_fail,
     read_saga_log,
     read_status,
     with_timeout,
 )
+from services.pipeline import settings
 from services.pipeline.approval import Gate, GateOpen, close_gate, decide, open_gate
 from services.pipeline.models import (
     AppRef,
@@ -76,8 +81,6 @@ from services.pipeline.stages import (
 )
 from services.pipeline.workspace import ID, NAME, VERSION, log_dir, log_path
 
-DEFAULT_APPROVAL_TIMEOUT_MS = 24 * 60 * 60 * 1000
-"""How long a pipeline waits for the production approval unless the request says otherwise: 24 h."""
 STAGES = [
     "build",
     "unit-tests",
@@ -109,8 +112,6 @@ class PipelineRequest(Model):
     """The application (its environments and image repository)."""
     variant: Variant = "ok"
     """Test data: which variant of the sample project to ship (see the README)."""
-    approval_timeout_ms: int = Field(default=DEFAULT_APPROVAL_TIMEOUT_MS, ge=100, le=30 * 24 * 60 * 60 * 1000)
-    """How long to wait for the production approval."""
 
 
 class Artifact(Model):
@@ -154,10 +155,14 @@ class PipelineStatus(Status):
     result: PipelineResult | None = None
 
 
-pipelines = VirtualObject("PipelineOrchestrator")
+pipelines = VirtualObject("PipelineOrchestrator", system="pipeline")
 
 
-@pipelines.handler("Run")
+def _approval_timeout_ms() -> int:
+    return round(settings.SETTINGS.approval_timeout.total_seconds() * 1000)
+
+
+@pipelines.handler("Run", public="write")
 async def run(ctx: ObjectContext, req: PipelineRequest) -> PipelineResult:
     pipeline_id = ctx.key()
     if not _VALID_ID.fullmatch(pipeline_id):
@@ -339,7 +344,9 @@ class _Pipeline:
         return str(log_path(self.run, stage))
 
     async def _approval(self) -> Gate:
-        timeout = timedelta(milliseconds=self.req.approval_timeout_ms)
+        # The setting is read once and journaled: a replay after the deployment was reconfigured keeps it.
+        timeout_ms = await self.ctx.run_typed("approval timeout", _approval_timeout_ms, RunOptions[int]())
+        timeout = timedelta(milliseconds=timeout_ms)
         asked = await self.ctx.time()
         awakeable_id, decision = self.ctx.awakeable(type_hint=dict)
         gate = await call(
@@ -413,7 +420,7 @@ def _view(gate: Gate) -> ApprovalView:
     )
 
 
-@pipelines.handler("GetStatus", kind="shared")
+@pipelines.handler("GetStatus", kind="shared", public="read")
 async def get_status(ctx: ObjectSharedContext) -> PipelineStatus:
     """Phase, progress, every stage with its times and log, the approval, the staging saga log."""
     status = await read_status(ctx)
@@ -426,13 +433,26 @@ async def get_status(ctx: ObjectSharedContext) -> PipelineStatus:
     )
 
 
-@pipelines.handler("Approve", kind="shared")
+def _decided_by(ctx: ObjectSharedContext, decision: Decision) -> Decision:
+    """The decision with ``by`` set to who made it (the rule of :func:`podium.add_approval_handlers`).
+
+    Through the gateway that is the verified subject of the approver's token, whatever the body says; a
+    ``by`` in the body counts only through a trusted door (the ingress on loopback, another handler).
+    """
+    subject = caller(ctx)
+    if subject != INTERNAL_CALLER or decision.by is None:
+        return decision.model_copy(update={"by": subject})
+    return decision
+
+
+@pipelines.handler("Approve", kind="shared", public="operator")
 async def approve(ctx: ObjectSharedContext, decision: Decision) -> Gate:
-    """Decide the production approval: ``{"by": "alice"}`` approves, ``{"approved": false}`` rejects."""
-    return await call(ctx, decide, decision, key=ctx.key())
+    """Decide the production approval: ``{}`` approves, ``{"approved": false}`` rejects."""
+    return await call(ctx, decide, _decided_by(ctx, decision), key=ctx.key())
 
 
-@pipelines.handler("Reject", kind="shared")
+@pipelines.handler("Reject", kind="shared", public="operator")
 async def reject(ctx: ObjectSharedContext, decision: Decision) -> Gate:
     """Reject the production approval."""
-    return await call(ctx, decide, decision.model_copy(update={"approved": False}), key=ctx.key())
+    rejected = decision.model_copy(update={"approved": False})
+    return await call(ctx, decide, _decided_by(ctx, rejected), key=ctx.key())

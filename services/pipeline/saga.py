@@ -14,7 +14,8 @@ deploys a published image (``BuildService/Build`` publishes one; every pipeline 
 
 Every stage writes a log under ``logs/deployment/<deploymentId>/``; rollbacks never delete logs,
 releases or workspaces, and the result lists each stage's log. A repeated ``Run`` returns the first
-result.
+result. ``Run`` takes ``pipeline:operator``: it puts an image in production without the pipeline's
+approval, so starting it is itself the operator's decision.
 """
 
 from __future__ import annotations
@@ -103,10 +104,10 @@ class DeploymentStatus(Status):
     result: DeploymentResult | None = None
 
 
-sagas = VirtualObject("DeploymentSaga")
+sagas = VirtualObject("DeploymentSaga", system="pipeline")
 
 
-@sagas.handler("Run")
+@sagas.handler("Run", public="operator")
 async def run(ctx: ObjectContext, req: DeploymentRequest) -> DeploymentResult:
     deployment_id = ctx.key()
     if not _VALID_ID.fullmatch(deployment_id):
@@ -262,7 +263,7 @@ def _switched(report: DeployReport) -> str:
     return f"current → {report.version} (was {report.previous or 'nothing'})"
 
 
-@sagas.handler("GetStatus", kind="shared")
+@sagas.handler("GetStatus", kind="shared", public="read")
 async def get_status(ctx: ObjectSharedContext) -> DeploymentStatus:
     """Phase, every stage with its times and log, the saga log, and the result once there is one."""
     status = await read_status(ctx)

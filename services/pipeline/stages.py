@@ -6,6 +6,10 @@ engine's clock. A stage that fails for a reason a retry will not fix (a test, a 
 ends with a ``TerminalError`` whose message says why and where the log is; its callers turn it into a
 status. Every operation is idempotent by (run, stage): a retry or a replay after a crash repeats it
 harmlessly (see ``environments.py`` for how deploys and rollbacks manage that).
+
+Every handler here is private (the orchestrators' stages) except ``DeployService/Inspect``, a read that
+shows anyone with ``pipeline:read`` what runs where. A client publishes an image by running a pipeline,
+never by calling ``Build`` itself, so every image in the registry went through a pipeline's build.
 """
 
 from __future__ import annotations
@@ -161,7 +165,7 @@ async def scan(ctx: Context, req: ScanRequest) -> ScanReport:
 
 # -- DeployService -------------------------------------------------------------------------------------
 
-deploy_service = Service("DeployService")
+deploy_service = Service("DeployService", system="pipeline")
 
 
 def _deploy(run: str, image_tag: str, env: str, at: str) -> dict[str, Any]:
@@ -200,7 +204,7 @@ async def update_dns(ctx: Context, req: DnsRequest) -> DnsUpdate:
     return DnsUpdate.model_validate(done)
 
 
-@deploy_service.handler("Inspect")
+@deploy_service.handler("Inspect", public="read")
 async def inspect(ctx: Context, req: AppRef) -> AppView:
     """An application's environments (current version, releases, every switch) and its DNS records."""
     found: dict[str, Any] = await ctx.run_typed("inspect", environments.inspect, _RUN, req.app)

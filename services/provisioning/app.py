@@ -1,10 +1,9 @@
 """The provisioning deployment: the tenant-provisioning system's own services (email is in ``common``)."""
 
-import restate
-
+import podium
 from services.provisioning.orchestrator import orchestrator
 from services.provisioning.resources import billing, buckets, databases, realms
 
 SERVICES = [orchestrator, databases, buckets, realms, billing]
 
-app = restate.app(services=SERVICES)
+app = podium.app(services=SERVICES)

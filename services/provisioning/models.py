@@ -57,30 +57,26 @@ class RealmRequest(Model):
 
 
 class AuthRealm(Model):
-    """A realm and its admin client; the secret is stored hashed and never part of this record."""
+    """A realm and its admin client, never its secret.
+
+    The provider keeps the secret's hash and writes the plaintext to ``secret_file`` only.
+    """
 
     tenant_id: str
     realm: str
     client_id: str
     admin_email: str
     secret_version: int
+    secret_file: str
+    """The owner-only file (mode 0600) on the provider's host that holds the current secret."""
 
 
 class IssuedSecret(Model):
-    """Returned once by ``AuthService/{tenantId}/RotateSecret``; only its hash is kept."""
+    """``AuthService/{tenantId}/RotateSecret``: which secret is current and where it is, never the secret."""
 
     client_id: str
-    client_secret: str
     secret_version: int
-
-
-class VerifyRequest(Model):
-    client_id: str = Field(min_length=1)
-    client_secret: str = Field(min_length=1)
-
-
-class Verified(Model):
-    valid: bool
+    secret_file: str
 
 
 class BillingRequest(Model):

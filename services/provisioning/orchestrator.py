@@ -16,7 +16,8 @@ step may have half-happened) and the result is ``status: failed`` with the reaso
 It is a virtual object keyed by tenant id rather than a Restate workflow, so that provisioning the same
 tenant again returns the first result (:class:`podium.RunOnce`) instead of the engine's 409; a different
 request for the same tenant id is refused with 409. ``GetStatus`` is shared: it answers while the
-provisioning runs, with phase, progress, steps and the saga log.
+provisioning runs, with phase, progress, steps and the saga log. Both are public; the resource services
+the saga calls are private.
 """
 
 from __future__ import annotations
@@ -58,11 +59,11 @@ from services.provisioning.resources import (
     delete_realm,
 )
 
-orchestrator = VirtualObject("ProvisioningOrchestrator")
+orchestrator = VirtualObject("ProvisioningOrchestrator", system="provisioning")
 SAGA = "provision-tenant"
 
 
-@orchestrator.handler("ProvisionTenant")
+@orchestrator.handler("ProvisionTenant", public="write")
 async def provision_tenant(ctx: ObjectContext, req: ProvisionRequest) -> Tenant:
     tenant_id = catalogue.tenant_id(ctx.key())  # 400 before anything is recorded
     once = RunOnce(ctx, req, Tenant)
@@ -165,8 +166,8 @@ async def _send_welcome(ctx: ObjectContext, req: ProvisionRequest, tenant: Tenan
     body = (
         f"Welcome to Podium, {req.name}!\n"
         f"Your tenant {tenant.tenant_id} is ready on the {req.plan} plan.\n"
-        f"Sign-in realm: {tenant.auth.realm} (admin client {tenant.auth.client_id}; issue its secret with "
-        f"AuthService/{tenant.tenant_id}/RotateSecret).\n"
+        f"Sign-in realm: {tenant.auth.realm}, admin client {tenant.auth.client_id} (its secret is never "
+        "sent by email: your operator hands it over from the identity provider).\n"
         f"Storage: bucket {tenant.storage.bucket}, {tenant.storage.quota_gb} GB."
     )
     try:
@@ -184,7 +185,7 @@ async def _send_welcome(ctx: ObjectContext, req: ProvisionRequest, tenant: Tenan
     return "delivered" if delivery.status == "delivered" else "bounced"
 
 
-@orchestrator.handler("GetStatus", kind="shared")
+@orchestrator.handler("GetStatus", kind="shared", public="read")
 async def get_status(ctx: ObjectSharedContext) -> ProvisioningStatus:
     status = await read_status(ctx)
     if status is None:

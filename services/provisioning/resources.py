@@ -10,6 +10,11 @@ runs inside ``ctx.run_typed`` and is idempotent by tenant id (:mod:`services.pro
 
 The seed names this billing service ``BillingService``; seed 002's order invoices use the name
 ``Billing`` (``services/commerce/billing.py``), so the two never collide on one engine.
+
+Every handler is private (steps of the provisioning saga, and reads of what it made), except
+``AuthService/{tenantId}/RotateSecret``, an operator's action. No handler ever takes or returns a client
+secret: the realm store makes it inside its ``ctx.run`` and writes it to an owner-only file, so it never
+reaches the engine's journal or state (see :mod:`services.provisioning.stores`).
 """
 
 from __future__ import annotations
@@ -33,8 +38,6 @@ from services.provisioning.models import (
     RealmRequest,
     Removal,
     TenantDatabase,
-    Verified,
-    VerifyRequest,
 )
 
 _RUN: RunOptions[Any] = RunOptions(max_attempts=5, initial_retry_interval=timedelta(milliseconds=100))
@@ -62,7 +65,7 @@ def _found(ctx: ObjectSharedContext, what: str, record: Any) -> Any:
 
 # -- database ------------------------------------------------------------------------------------------
 
-databases = VirtualObject("DatabaseService")
+databases = VirtualObject("DatabaseService", system="provisioning")
 
 
 @databases.handler("Create")
@@ -90,7 +93,7 @@ async def get_database(ctx: ObjectSharedContext) -> TenantDatabase:
 
 # -- storage -------------------------------------------------------------------------------------------
 
-buckets = VirtualObject("StorageService")
+buckets = VirtualObject("StorageService", system="provisioning")
 
 
 @buckets.handler("Create")
@@ -116,7 +119,7 @@ async def get_bucket(ctx: ObjectSharedContext) -> Bucket:
 
 # -- auth ----------------------------------------------------------------------------------------------
 
-realms = VirtualObject("AuthService")
+realms = VirtualObject("AuthService", system="provisioning")
 
 
 @realms.handler("Create")
@@ -126,20 +129,13 @@ async def create_realm(ctx: ObjectContext, req: RealmRequest) -> AuthRealm:
     return AuthRealm.model_validate(found)
 
 
-@realms.handler("RotateSecret")
+@realms.handler("RotateSecret", public="operator")
 async def rotate_secret(ctx: ObjectContext) -> IssuedSecret:
+    """Replace the admin client's secret: the new one is in the secret file, never in the answer."""
     tenant_id = catalogue.tenant_id(ctx.key())
-    issued = await _run(ctx, "rotate secret", stores.rotate_secret, tenant_id)
+    rotation_id = str(ctx.uuid())  # the same on a rerun: a cut-off rotation is not repeated
+    issued = await _run(ctx, "rotate secret", stores.rotate_secret, tenant_id, rotation_id)
     return IssuedSecret.model_validate(issued)
-
-
-@realms.handler("VerifySecret", kind="shared")
-async def verify_secret(ctx: ObjectSharedContext, req: VerifyRequest) -> Verified:
-    tenant_id = catalogue.tenant_id(ctx.key())
-    valid = await _run(
-        ctx, "verify secret", stores.verify_secret, tenant_id, req.client_id, req.client_secret
-    )
-    return Verified(valid=valid)
 
 
 @realms.handler("Delete")
@@ -158,7 +154,7 @@ async def get_realm(ctx: ObjectSharedContext) -> AuthRealm:
 
 # -- billing -------------------------------------------------------------------------------------------
 
-billing = VirtualObject("BillingService")
+billing = VirtualObject("BillingService", system="provisioning")
 
 
 @billing.handler("Create")

@@ -4,7 +4,8 @@
 |---|---|
 | tenant database | ``databases/<tenantId>.db``: a SQLite file with the tenant schema (:data:`TABLES`) |
 | storage bucket | ``buckets/<tenantId>/``: ``bucket.json`` (name, plan, quota) and an ``objects/`` folder |
-| auth realm, credentials | ``auth.db``, table ``realms``: realm, client id, PBKDF2 hash of the secret |
+| auth realm, credentials | ``realms.db``, table ``realms``: realm, client id, Argon2id hash of the secret |
+| admin client secret | ``secrets/<tenantId>.json``: the plaintext, in an owner-only file (mode 0600) |
 | billing account | ``billing.db``, table ``accounts``: account id, plan, monthly price, status |
 | provider request log | ``operations.db``, table ``operations``: every create and delete, with its outcome |
 
@@ -21,7 +22,6 @@ by test data (see :mod:`services.provisioning.catalogue`) and raise :class:`Stor
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import os
@@ -33,6 +33,9 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import VerificationError
 
 from services.provisioning import catalogue
 
@@ -58,8 +61,8 @@ create table if not exists audit_log (
 _AUTH_SCHEMA = """
 create table if not exists realms (
     tenant_id text primary key, realm text not null unique, client_id text not null unique,
-    admin_email text not null, secret_salt text not null, secret_hash text not null,
-    secret_version integer not null, created_at real not null, rotated_at real
+    admin_email text not null, secret_hash text not null, secret_version integer not null,
+    rotation_id text, created_at real not null, rotated_at real
 );
 """
 _BILLING_SCHEMA = """
@@ -75,7 +78,6 @@ create table if not exists operations (
     action text not null, outcome text not null, at real not null
 );
 """
-_PBKDF2_ITERATIONS = 100_000
 
 
 class StoreError(Exception):
@@ -295,22 +297,57 @@ def delete_bucket(tenant_id: str) -> bool:
 
 
 # -- auth ----------------------------------------------------------------------------------------------
+#
+# The realm store plays the tenant's identity provider (Keycloak, say). A client secret is made here, inside
+# the provider, and leaves it only as an owner-only file: the plaintext is never returned, so it never
+# reaches the engine's journal or state (a ctx.run's result is journaled). The store keeps an Argon2id hash,
+# and checks secrets itself (:func:`verify_secret`), as a provider's token endpoint does.
+
+_HASHER = PasswordHasher()
+"""Argon2id with argon2-cffi's defaults (RFC 9106's low-memory profile)."""
 
 
 def auth_path() -> Path:
-    """The auth store (every tenant's realm)."""
-    return root() / "auth.db"
+    """The realm store (every tenant's realm and the hash of its admin client's secret)."""
+    return root() / "realms.db"
 
 
-def _hash_secret(secret: str, salt: str) -> str:
-    return hashlib.pbkdf2_hmac("sha256", secret.encode(), bytes.fromhex(salt), _PBKDF2_ITERATIONS).hex()
+def secrets_path() -> Path:
+    """The folder of the admin clients' secret files (owner-only: mode 0700, each file 0600)."""
+    return root() / "secrets"
 
 
-def _new_secret() -> tuple[str, str, str]:
-    """A fresh client secret, its salt and its hash."""
+def secret_file(tenant_id: str) -> Path:
+    """Where the tenant admin client's current secret is: ``secrets/<tenantId>.json``, mode 0600."""
+    return secrets_path() / f"{_checked(tenant_id)}.json"
+
+
+def _deliver_secret(tenant_id: str, client_id: str, version: int) -> str:
+    """Make a fresh secret, write it to the tenant's secret file (mode 0600, atomically); return its hash.
+
+    The file is written before the hash is committed: a crash in between leaves a file whose secret the
+    store does not know, and the step's rerun writes both again. The plaintext is returned to nobody.
+    """
     secret = secrets.token_urlsafe(32)
-    salt = secrets.token_hex(16)
-    return secret, salt, _hash_secret(secret, salt)
+    folder = secrets_path()
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    content = json.dumps(
+        {"tenantId": tenant_id, "clientId": client_id, "clientSecret": secret, "secretVersion": version},
+        indent=2,
+    )
+    target = secret_file(tenant_id)
+    temporary = target.with_name(target.name + ".tmp")
+    temporary.unlink(missing_ok=True)  # a leftover of a cut-off write: its secret was never committed
+    # Created with 0600 (O_EXCL: never through a file someone else made), so no moment exists in which the
+    # secret is readable by others; replace() keeps the mode.
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(content)
+        handle.flush()
+        os.fsync(handle.fileno())
+    temporary.replace(target)
+    return _HASHER.hash(secret)
 
 
 def _realm(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -321,6 +358,7 @@ def _realm(row: tuple[Any, ...]) -> dict[str, Any]:
         "clientId": client_id,
         "adminEmail": admin_email,
         "secretVersion": version,
+        "secretFile": str(secret_file(tenant_id)),
         "createdAt": created_at,
         "rotatedAt": rotated_at,
     }
@@ -330,34 +368,28 @@ _REALM_COLUMNS = "tenant_id, realm, client_id, admin_email, secret_version, crea
 
 
 def create_realm(tenant_id: str, admin_email: str) -> dict[str, Any]:
-    """Create the tenant's realm with an admin client whose secret is stored hashed only (idempotent).
+    """Create the tenant's realm with an admin client (idempotent); its secret goes to its file only.
 
-    The first secret is never returned (nor stored in plaintext, nor journaled): the client is unusable
-    until an admin issues a secret with :func:`rotate_secret`, which returns the plaintext once.
+    Returns the realm with the path of the secret file, never the secret.
     """
     _checked(tenant_id)
     if tenant_id.endswith(catalogue.NO_AUTH_SUFFIX):
         _log(tenant_id, "realm", "create", "failed")
         raise StoreError(f"identity provider refused to create realm tenant-{tenant_id}", 502)
-    _, salt, hashed = _new_secret()
     with _tx(auth_path(), _AUTH_SCHEMA) as db:
-        created = (
-            db.execute(
-                "insert or ignore into realms (tenant_id, realm, client_id, admin_email, secret_salt,"
-                " secret_hash, secret_version, created_at) values (?, ?, ?, ?, ?, ?, 1, ?)",
-                (
-                    tenant_id,
-                    f"tenant-{tenant_id}",
-                    f"cli_{secrets.token_hex(8)}",
-                    admin_email,
-                    salt,
-                    hashed,
-                    time.time(),
-                ),
-            ).rowcount
-            == 1
-        )
         row = db.execute(f"select {_REALM_COLUMNS} from realms where tenant_id = ?", (tenant_id,)).fetchone()
+        created = row is None
+        if created:
+            client_id = f"cli_{secrets.token_hex(8)}"
+            hashed = _deliver_secret(tenant_id, client_id, 1)
+            db.execute(
+                "insert into realms (tenant_id, realm, client_id, admin_email, secret_hash, secret_version,"
+                " created_at) values (?, ?, ?, ?, ?, 1, ?)",
+                (tenant_id, f"tenant-{tenant_id}", client_id, admin_email, hashed, time.time()),
+            )
+            row = db.execute(
+                f"select {_REALM_COLUMNS} from realms where tenant_id = ?", (tenant_id,)
+            ).fetchone()
     _log(tenant_id, "realm", "create", "created" if created else "existed")
     _slow(tenant_id)
     return _realm(row)
@@ -371,41 +403,61 @@ def realm_info(tenant_id: str) -> dict[str, Any] | None:
     return None if row is None else _realm(row)
 
 
-def rotate_secret(tenant_id: str) -> dict[str, Any]:
-    """Replace the admin client's secret; return the new plaintext (the only time it is ever shown)."""
+def rotate_secret(tenant_id: str, rotation_id: str) -> dict[str, Any]:
+    """Replace the admin client's secret with a new one, written to its file; once per ``rotation_id``.
+
+    A rotation cut off by a crash runs again with the same id and finds itself done, so one request
+    rotates once. Returns the client id, the new version and the file's path, never the secret.
+    """
     _checked(tenant_id)
-    secret, salt, hashed = _new_secret()
     with _tx(auth_path(), _AUTH_SCHEMA) as db:
-        changed = db.execute(
-            "update realms set secret_salt = ?, secret_hash = ?, secret_version = secret_version + 1,"
-            " rotated_at = ? where tenant_id = ?",
-            (salt, hashed, time.time(), tenant_id),
-        ).rowcount
         row = db.execute(
-            "select client_id, secret_version from realms where tenant_id = ?", (tenant_id,)
+            "select client_id, secret_version, rotation_id from realms where tenant_id = ?", (tenant_id,)
         ).fetchone()
-    if not changed:
-        raise StoreError(f"no realm for tenant {tenant_id}", 404)
-    return {"clientId": row[0], "clientSecret": secret, "secretVersion": row[1]}
+        if row is None:
+            raise StoreError(f"no realm for tenant {tenant_id}", 404)
+        client_id, version, last_rotation = row
+        if last_rotation != rotation_id:
+            version += 1
+            hashed = _deliver_secret(tenant_id, client_id, version)
+            db.execute(
+                "update realms set secret_hash = ?, secret_version = ?, rotation_id = ?, rotated_at = ?"
+                " where tenant_id = ?",
+                (hashed, version, rotation_id, time.time(), tenant_id),
+            )
+    return {"clientId": client_id, "secretVersion": version, "secretFile": str(secret_file(tenant_id))}
 
 
 def verify_secret(tenant_id: str, client_id: str, secret: str) -> bool:
-    """Whether ``client_id`` and ``secret`` are the tenant's current admin credentials."""
+    """Whether ``client_id`` and ``secret`` are the tenant's current admin credentials.
+
+    The provider's own check (what its token endpoint runs); any text is an answer, never an error: both
+    are compared as UTF-8 bytes (``hmac.compare_digest`` refuses a ``str`` with non-ASCII characters), so
+    a non-ASCII id is simply not the client. Lone surrogates, which JSON can carry, are kept as they are.
+    """
     _checked(tenant_id)
     with _tx(auth_path(), _AUTH_SCHEMA) as db:
         row = db.execute(
-            "select client_id, secret_salt, secret_hash from realms where tenant_id = ?", (tenant_id,)
+            "select client_id, secret_hash from realms where tenant_id = ?", (tenant_id,)
         ).fetchone()
-    if row is None or not hmac.compare_digest(row[0], client_id):
+    if row is None or not hmac.compare_digest(row[0].encode(), _utf8(client_id)):
         return False
-    return hmac.compare_digest(_hash_secret(secret, row[1]), row[2])
+    try:
+        return _HASHER.verify(row[1], _utf8(secret))
+    except VerificationError:  # a wrong secret (VerifyMismatchError is one)
+        return False
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
 
 
 def delete_realm(tenant_id: str) -> bool:
-    """Remove the realm and its credentials; False if there was none."""
+    """Remove the realm, its credentials and its secret file; False if there was no realm."""
     _checked(tenant_id)
     with _tx(auth_path(), _AUTH_SCHEMA) as db:
         existed = db.execute("delete from realms where tenant_id = ?", (tenant_id,)).rowcount == 1
+        secret_file(tenant_id).unlink(missing_ok=True)
     _log(tenant_id, "realm", "delete", "deleted" if existed else "absent")
     return existed
 

@@ -6,6 +6,7 @@ Payments and notifications come from the ``common`` deployment (``PaymentService
 
 import restate
 
+import podium
 from services.common.app import SERVICES as COMMON
 from services.shop.checkout import order_saga
 from services.shop.customers import customers, notifier
@@ -26,10 +27,10 @@ SERVICES: list[restate.Service | restate.VirtualObject | restate.Workflow] = [
     audit,
 ]
 
-app = restate.app(services=SERVICES)
+app = podium.app(services=SERVICES)
 """What ``podium up`` serves: the shop's own services (``common`` serves payments and notifications)."""
 
-standalone_app = restate.app(services=[*SERVICES, *COMMON])
+standalone_app = podium.app(services=[*SERVICES, *COMMON])
 """The shop with the shared services it calls, for tests and benchmarks on an engine of their own."""
 
 BENCH_FLOW = (

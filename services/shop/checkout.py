@@ -1,9 +1,11 @@
 """``ShopOrder/{orderId}/Place`` and the saga behind it, ``ShopOrderSaga`` (the seed's Order Saga).
 
 ``Place`` is a *shared* handler of the aggregate: it validates the request (400 naming the field) and
-calls ``ShopOrderSaga/{orderId}/Run``, an exclusive handler of a separate object that holds the saga's
-log. The split keeps the aggregate's state to its events alone, and keeps the aggregate free while the
-saga runs (the saga's ``Record`` commands to the aggregate would otherwise wait behind ``Place``).
+calls ``ShopOrderSaga/{orderId}/Run`` with the verified subject of its caller (:func:`podium.caller`),
+who becomes the actor of ``OrderPlaced``. ``Run`` is an exclusive handler of a separate object that
+holds the saga's log; it is private, like every handler the saga calls. The split keeps the aggregate's
+state to its events alone, and keeps the aggregate free while the saga runs (the saga's ``Record``
+commands to the aggregate would otherwise wait behind ``Place``).
 
 The saga follows the seed's state diagram; every outcome is recorded as an event on the aggregate by
 the step itself, before the saga moves on or compensates:
@@ -40,6 +42,7 @@ from podium import (
     TerminalError,
     VirtualObject,
     call,
+    caller,
     fan_out,
     fan_out_fail,
     read_saga_log,
@@ -51,24 +54,24 @@ from services.shop.events import FINISHED, PROGRESS, EventType, OrderState, Orde
 from services.shop.inventory import ReleaseRequest, ReserveRequest
 from services.shop.inventory import release as release_stock
 from services.shop.inventory import reserve as reserve_stock
-from services.shop.models import LiveStatus, OpenOrder, OrderSummary, PlaceOrder, RecordEvent
+from services.shop.models import Checkout, LiveStatus, OpenOrder, OrderSummary, PlaceOrder, RecordEvent
 from services.shop.order import load_events, open_order, orders, record
 from services.shop.shipping import ShipmentRequest, create_shipment
 
-order_saga = VirtualObject("ShopOrderSaga")
+order_saga = VirtualObject("ShopOrderSaga", system="shop")
 SAGA = "checkout"
 ACTOR = "ShopOrderSaga"
 
 
-@orders.handler("Place", kind="shared")
+@orders.handler("Place", kind="shared", public="write")
 async def place(ctx: ObjectSharedContext, req: PlaceOrder) -> OrderSummary:
     """Place an order and run it to ``completed`` or ``cancelled``; a repeat returns the first answer."""
     if req.order_id is not None and req.order_id != ctx.key():
         raise TerminalError(f"orderId: {req.order_id!r} does not match the order id in the URL", 400)
-    return await call(ctx, run, req, key=ctx.key())
+    return await call(ctx, run, Checkout(order=req, placed_by=caller(ctx)), key=ctx.key())
 
 
-@orders.handler("GetStatus", kind="shared")
+@orders.handler("GetStatus", kind="shared", public="read")
 async def get_status(ctx: ObjectSharedContext) -> LiveStatus:
     """Phase, progress and next step, folded from the events so far, with the saga's log."""
     events = await load_events(ctx)
@@ -97,14 +100,16 @@ async def get_saga(ctx: ObjectSharedContext) -> SagaLog | None:
 
 
 @order_saga.handler("Run")
-async def run(ctx: ObjectContext, req: PlaceOrder) -> OrderSummary:
+async def run(ctx: ObjectContext, checkout: Checkout) -> OrderSummary:
     """Record the order, run the saga, record how it ended; a repeat returns the first answer."""
-    order_id = ctx.key()
+    order_id, req = ctx.key(), checkout.order
+    # The same order again is a repeat whoever sends it: only its content identifies it.
     once = RunOnce(ctx, req.model_copy(update={"order_id": None, "correlation_id": None}), OrderSummary)
     if (previous := await once.previous()) is not None:
         return previous
     correlation_id = req.correlation_id or f"corr-{ctx.uuid().hex[:16]}"
-    opened = await call(ctx, open_order, OpenOrder(order=req, correlation_id=correlation_id), key=order_id)
+    opening = OpenOrder(order=req, correlation_id=correlation_id, actor=checkout.placed_by)
+    opened = await call(ctx, open_order, opening, key=order_id)
     if opened.status != OrderStatus.PLACED:
         # Only an earlier run that ended in a dead letter leaves an order half-way without an answer.
         raise TerminalError(f"order {order_id} stopped at {opened.status}: see GetStatus", 409)

@@ -5,6 +5,9 @@ shared ``NotificationService`` (email, SMS, push, once per message id); this mod
 needs on top: which channels a customer wants (``ShopCustomer/{customerId}/SetPreferences``; email
 only until they say otherwise) and a ``Notify`` that sends one message on each of them. Message ids are
 ``<messageId>-<channel>``, so a retried notification is sent once per channel.
+
+A customer sets and reads their preferences (public: ``write``, ``read``); ``Notify`` is private (the
+saga sends it).
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from services.common.notifications import (
     send_sms,
 )
 
-customers = VirtualObject("ShopCustomer")
-notifier = Service("ShopNotifier")
+customers = VirtualObject("ShopCustomer", system="shop")
+notifier = Service("ShopNotifier", system="shop")
 
 Channel = Literal["email", "sms", "push"]
 
@@ -63,14 +66,14 @@ class Sent(Model):
     channels: dict[str, str]
 
 
-@customers.handler("SetPreferences")
+@customers.handler("SetPreferences", public="write")
 async def set_preferences(ctx: ObjectContext, prefs: Preferences) -> Preferences:
     """Store the customer's channels (and the email and phone to use)."""
     ctx.set("preferences", prefs.model_dump(mode="json"))
     return prefs
 
 
-@customers.handler("GetPreferences", kind="shared")
+@customers.handler("GetPreferences", kind="shared", public="read")
 async def get_preferences(ctx: ObjectSharedContext) -> Preferences:
     """The customer's channels (email only until they choose)."""
     raw = await ctx.get("preferences", type_hint=dict)

@@ -23,6 +23,8 @@ import enum
 import hashlib
 from typing import Any
 
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
+
 from podium import Model
 
 
@@ -119,11 +121,94 @@ class IllegalTransition(ValueError):
     """An event that the order's current state does not allow (the aggregate answers 409)."""
 
 
+# -- what each event's data must hold -------------------------------------------------------------------
+
+
+class PlacedData(Model):
+    """``OrderPlaced``: the order as placed (the request is kept beside these fields)."""
+
+    customer_id: str = Field(min_length=1)
+    email: str
+    total: float = Field(gt=0)
+    lines: dict[str, int] = Field(min_length=1)
+    """Units per SKU."""
+    fingerprint: str
+
+
+class PaidData(Model):
+    """``PaymentProcessed``."""
+
+    payment_id: str
+    amount: float
+
+
+class RefundedData(Model):
+    """``PaymentRefunded``."""
+
+    amount: float
+
+
+class ShippedData(Model):
+    """``ShipmentCreated``."""
+
+    shipment_id: str
+    tracking_number: str
+    carrier: str
+
+
+class TrackedData(Model):
+    """``TrackingUpdated``: one carrier scan."""
+
+    status: str = Field(min_length=1)
+    location: str = ""
+
+
+class FailedData(Model):
+    """``InventoryReservationFailed``, ``PaymentFailed``, ``ShippingFailed``: why."""
+
+    reason: str | None = None
+
+
+EVENT_DATA: dict[EventType, type[Model]] = {
+    E.ORDER_PLACED: PlacedData,
+    E.PAYMENT_PROCESSED: PaidData,
+    E.PAYMENT_REFUNDED: RefundedData,
+    E.SHIPMENT_CREATED: ShippedData,
+    E.TRACKING_UPDATED: TrackedData,
+    E.INVENTORY_RESERVATION_FAILED: FailedData,
+    E.PAYMENT_FAILED: FailedData,
+    E.SHIPPING_FAILED: FailedData,
+}
+"""The data the fold reads from each event type (other types carry data for people only)."""
+
+
+def check_data(event_type: EventType, data: dict[str, Any]) -> dict[str, Any]:
+    """Return ``data`` if it holds what the fold needs for ``event_type``.
+
+    The one rule for event data, applied wherever an event enters: the aggregate's ``Record`` and every
+    projection's ``Apply`` and ``Rebuild`` (through :class:`Event`), so an event that cannot be folded is
+    refused at the door (400) instead of failing inside a projection, where the engine would retry it.
+
+    Raises:
+        ValueError: Naming the missing or wrong fields.
+    """
+    shape = EVENT_DATA.get(event_type)
+    if shape is not None:
+        try:
+            shape.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
+            )
+            raise ValueError(f"not a valid {event_type.value} event: {problems}") from None
+    return data
+
+
 class Event(Model):
     """One recorded domain event: the only thing the order aggregate stores."""
 
     order_id: str
-    sequence: int
+    sequence: int = Field(ge=1)
     """1, 2, 3… per order, without gaps: the position in the order's stream."""
     type: EventType
     event_id: str
@@ -131,10 +216,17 @@ class Event(Model):
     at: str
     """When it was recorded (ISO 8601, UTC, from the engine's journaled clock)."""
     actor: str
-    """Who caused it: ``customer:<id>``, ``ShopOrderSaga``, ``carrier:<name>``…"""
+    """Who caused it: the verified subject of the client who asked (``Place``, a carrier's scan), or
+    ``ShopOrderSaga`` for the saga's steps; ``internal`` for a request through the trusted ingress."""
     correlation_id: str
     """Shared by every event of one order (and by the log lines and audit entries it causes)."""
     data: dict[str, Any] = {}
+
+    @field_validator("data")
+    @classmethod
+    def _data_fits_the_type(cls, data: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        event_type = info.data.get("type")  # absent when the type itself was invalid
+        return data if event_type is None else check_data(event_type, data)
 
 
 class TrackingUpdate(Model):
@@ -212,40 +304,41 @@ def fold(events: list[Event], state: OrderState | None = None) -> OrderState:
 
 
 def _placed(state: OrderState, event: Event) -> None:
-    data = event.data
+    data = PlacedData.model_validate(event.data)
     state.order_id = event.order_id
-    state.customer_id = data["customerId"]
-    state.email = data["email"]
-    state.total = data["total"]
-    state.lines = dict(data["lines"])
-    state.fingerprint = data["fingerprint"]
+    state.customer_id = data.customer_id
+    state.email = data.email
+    state.total = data.total
+    state.lines = dict(data.lines)
+    state.fingerprint = data.fingerprint
     state.correlation_id = event.correlation_id
     state.placed_at = event.at
 
 
 def _paid(state: OrderState, event: Event) -> None:
-    state.payment_id = event.data["paymentId"]
-    state.charged = event.data["amount"]
+    data = PaidData.model_validate(event.data)
+    state.payment_id = data.payment_id
+    state.charged = data.amount
 
 
 def _refunded(state: OrderState, event: Event) -> None:
-    state.refunded = event.data["amount"]
+    state.refunded = RefundedData.model_validate(event.data).amount
 
 
 def _shipped(state: OrderState, event: Event) -> None:
-    state.shipment_id = event.data["shipmentId"]
-    state.tracking_number = event.data["trackingNumber"]
-    state.carrier = event.data["carrier"]
+    data = ShippedData.model_validate(event.data)
+    state.shipment_id = data.shipment_id
+    state.tracking_number = data.tracking_number
+    state.carrier = data.carrier
 
 
 def _tracked(state: OrderState, event: Event) -> None:
-    state.tracking.append(
-        TrackingUpdate(status=event.data["status"], location=event.data.get("location", ""), at=event.at)
-    )
+    data = TrackedData.model_validate(event.data)
+    state.tracking.append(TrackingUpdate(status=data.status, location=data.location, at=event.at))
 
 
 def _failed(state: OrderState, event: Event) -> None:
-    state.reason = event.data.get("reason", state.reason)
+    state.reason = FailedData.model_validate(event.data).reason or state.reason
 
 
 def _ignore(state: OrderState, event: Event) -> None:

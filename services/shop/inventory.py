@@ -2,9 +2,10 @@
 
 ``Reserve`` takes units for an order and ``Release`` gives them back; both are idempotent by order id
 (a hold is kept under ``hold:<orderId>``, so reserving twice returns the first hold and releasing twice
-is a no-op). The object is exclusive per SKU: two orders racing for the last units are served one after
-the other and exactly one gets them. A hold of a completed order is the sale: there is no warehouse
-step in this system.
+is a no-op). Every handler is private: only the checkout saga holds and releases stock, and the stock
+level is the shop's own business, not a client's. The object is exclusive per SKU: two orders racing
+for the last units are served one after the other and exactly one gets them. A hold of a completed
+order is the sale: there is no warehouse step in this system.
 
 Starting stock comes from the SKU's name (test data, see the README): ``SOLDOUT-…`` has none,
 ``LIMITED-<n>-…`` has ``n`` units, ``UNLIMITED-…`` has a billion, anything else 1,000.
@@ -25,7 +26,7 @@ from restate import ObjectContext, ObjectSharedContext
 from podium import Model, TerminalError, VirtualObject, send
 from services.common.notifications import EmailRequest, send_email
 
-stock = VirtualObject("ShopStock")
+stock = VirtualObject("ShopStock", system="shop")
 
 STOCK_ALERTS_EMAIL = "stock-alerts@shop.example.com"
 """Where low-stock alerts go."""

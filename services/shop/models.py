@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, PlainSerializer, ValidationInfo, field_validator, model_validator
 
 from podium import Model, SagaLog
-from services.shop.events import EventType, OrderState, OrderStatus, TrackingUpdate, fingerprint
+from services.common.money import Amount
+from services.common.payments import PaymentMethod
+from services.shop.events import EventType, OrderState, OrderStatus, TrackingUpdate, check_data, fingerprint
 
-MAX_TOTAL = 1_000_000.0
+MAX_TOTAL = 1_000_000
 """The largest order the payment gateway takes."""
+
+Price = Annotated[Amount, Field(le=100_000), PlainSerializer(float, return_type=float, when_used="json")]
+"""A unit price: money by the rule every payment uses (positive, at most two decimals), at most
+100,000; a JSON number on the wire and in the event store."""
 
 
 class Item(Model):
@@ -19,7 +25,10 @@ class Item(Model):
 
     sku: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     quantity: int = Field(gt=0, le=1_000)
-    unit_price: float = Field(gt=0, le=100_000)
+    unit_price: Price
+    """Checked at the door with the payment's own rule (``services/common/money.py``), so the charge
+    the saga asks for later can never be refused for its amount (``0.001`` is a 400 here, not a
+    checkout that cannot finish)."""
 
 
 class Address(Model):
@@ -41,7 +50,7 @@ class PlaceOrder(Model):
     email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
     items: list[Item] = Field(min_length=1, max_length=50)
     shipping_address: Address
-    payment_method: str = Field(default="card-visa", min_length=1)
+    payment_method: PaymentMethod = "card-visa"
     correlation_id: str | None = Field(default=None, min_length=1, max_length=100)
     """Optional; generated when absent. Not part of the order: a retry with another one is the same order."""
 
@@ -53,8 +62,8 @@ class PlaceOrder(Model):
 
     @property
     def total(self) -> float:
-        """What the customer pays: the sum of the lines, to the cent."""
-        return round(sum(i.quantity * i.unit_price for i in self.items), 2)
+        """What the customer pays: the exact sum of the lines (whole cents, since every price is)."""
+        return float(sum(i.quantity * i.unit_price for i in self.items))
 
     @property
     def lines(self) -> dict[str, int]:
@@ -69,11 +78,21 @@ class PlaceOrder(Model):
         return fingerprint(self.model_dump_json(exclude={"order_id", "correlation_id"}))
 
 
+class Checkout(Model):
+    """``ShopOrderSaga/{orderId}/Run``: the order, and who placed it."""
+
+    order: PlaceOrder
+    placed_by: str = Field(min_length=1)
+    """The verified subject of the client who called ``Place`` (the actor of ``OrderPlaced``)."""
+
+
 class OpenOrder(Model):
     """``ShopOrder/{orderId}/Open``: record ``OrderPlaced`` once (the saga's first command)."""
 
     order: PlaceOrder
     correlation_id: str = Field(min_length=1)
+    actor: str = Field(min_length=1)
+    """Who placed it (``Open`` is private: only the saga sets this)."""
 
 
 class RecordEvent(Model):
@@ -83,7 +102,14 @@ class RecordEvent(Model):
     event_id: str = Field(min_length=1, max_length=200)
     """Idempotency key: recording the same id again returns the order unchanged."""
     actor: str = Field(min_length=1)
+    """Who caused it (``Record`` is private: the saga and the carrier webhooks set it)."""
     data: dict[str, Any] = {}
+
+    @field_validator("data")
+    @classmethod
+    def _data_fits_the_type(cls, data: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        event_type = info.data.get("type")
+        return data if event_type is None else check_data(event_type, data)
 
 
 class OrderSummary(Model):

@@ -13,6 +13,12 @@ its predecessor waits until the gap fills. So a redelivered or reordered message
 applies out of order. ``Rebuild`` replaces a projection with the fold of the full stream (the aggregate's
 ``Replay`` reads the event store and calls it). Queries (``Get``, ``List``, ``Entries``) read only the
 projection's own state, never the aggregate.
+
+Only the queries are public (``read``). ``Apply`` and ``Rebuild`` are private: they are fed by the
+aggregate alone, so no client can write a read model that the event store does not back. An event whose
+data cannot be folded is refused at the door (:class:`~services.shop.events.Event` checks it, 400), and
+an order delivered to another customer's list is a 400 too: a bad event ends its delivery with an error
+the engine does not retry, and changes nothing.
 """
 
 from __future__ import annotations
@@ -24,9 +30,9 @@ from podium import Model, TerminalError, VirtualObject, call, send
 from services.shop.events import Cursor, Event, EventType, IllegalTransition, OrderState, fold, offer
 from services.shop.models import OrderSummary
 
-order_view = VirtualObject("ShopOrderView")
-customer_orders = VirtualObject("ShopCustomerOrders")
-audit = VirtualObject("ShopAudit")
+order_view = VirtualObject("ShopOrderView", system="shop")
+customer_orders = VirtualObject("ShopCustomerOrders", system="shop")
+audit = VirtualObject("ShopAudit", system="shop")
 
 
 class Stream(Model):
@@ -134,7 +140,7 @@ async def apply_to_view(ctx: ObjectContext, event: Event) -> None:
     ctx.set("stream", stream.model_dump(mode="json"))
 
 
-@order_view.handler("Get", kind="shared")
+@order_view.handler("Get", kind="shared", public="read")
 async def get_view(ctx: ObjectSharedContext) -> OrderView:
     """The order's summary, from the read model only."""
     stream = await _load_stream(ctx)
@@ -163,15 +169,28 @@ def _save_streams(ctx: ObjectContext, streams: dict[str, Stream]) -> None:
     ctx.set("orders", {order_id: s.model_dump(mode="json") for order_id, s in streams.items()})
 
 
+def _check_customer(customer_id: str, stream: Stream) -> Stream:
+    """``stream`` if its order is ``customer_id``'s (or not placed yet), else 400."""
+    if stream.order is not None and stream.order.customer_id != customer_id:
+        raise TerminalError(
+            f"data.customerId: order {stream.order.order_id} of {stream.order.customer_id!r} "
+            f"sent to the list of {customer_id!r}",
+            400,
+        )
+    return stream
+
+
 @customer_orders.handler("Apply")
 async def apply_to_customer(ctx: ObjectContext, event: Event) -> None:
     """Apply one delivered event to the customer's list (deduplicated per order, in sequence order)."""
     streams = await _load_streams(ctx)
-    streams[event.order_id] = advance(streams.get(event.order_id, Stream()), event)
+    streams[event.order_id] = _check_customer(
+        ctx.key(), advance(streams.get(event.order_id, Stream()), event)
+    )
     _save_streams(ctx, streams)
 
 
-@customer_orders.handler("List", kind="shared")
+@customer_orders.handler("List", kind="shared", public="read")
 async def list_orders(ctx: ObjectSharedContext) -> list[OrderSummary]:
     """The customer's orders, oldest first, from the read model only."""
     streams = await _load_streams(ctx)
@@ -183,7 +202,7 @@ async def list_orders(ctx: ObjectSharedContext) -> list[OrderSummary]:
 async def rebuild_customer(ctx: ObjectContext, req: RebuildStream) -> list[OrderSummary]:
     """Replace one order of the list with the fold of its full stream."""
     streams = await _load_streams(ctx)
-    streams[req.order_id] = rebuilt(req.order_id, req.events)
+    streams[req.order_id] = _check_customer(ctx.key(), rebuilt(req.order_id, req.events))
     _save_streams(ctx, streams)
     return [OrderSummary.of(s.order) for s in streams.values() if s.order is not None]
 
@@ -256,7 +275,7 @@ async def apply_to_audit(ctx: ObjectContext, event: Event) -> None:
     ctx.set("audit", audited(await _load_audit(ctx), event).model_dump(mode="json"))
 
 
-@audit.handler("Entries", kind="shared")
+@audit.handler("Entries", kind="shared", public="read")
 async def entries(ctx: ObjectSharedContext) -> AuditTrail:
     """The order's audit trail, oldest first."""
     return _trail(ctx.key(), await _load_audit(ctx))

@@ -6,6 +6,10 @@ returns the same shipment. It refuses addresses no carrier serves (the test data
 release. The carrier's side then reports through ``UpdateTracking`` (a scan: status and location) and
 ``ConfirmDelivery``; each appends an event to the order (``TrackingUpdated``, ``OrderDelivered``),
 idempotent by the update id, so a carrier that retries a webhook records it once.
+
+Those two are the carrier's webhooks, so they are public (``write``) and record the carrier's verified
+subject (:func:`podium.caller`) as the event's actor. ``CreateShipment`` (a saga step) and ``Get`` (the
+label and scans; a client sees the tracking on the order's read model) are private.
 """
 
 from __future__ import annotations
@@ -13,12 +17,12 @@ from __future__ import annotations
 from pydantic import Field
 from restate import ObjectContext, ObjectSharedContext
 
-from podium import Model, TerminalError, VirtualObject, call
+from podium import Model, TerminalError, VirtualObject, call, caller
 from services.shop.events import EventType
 from services.shop.models import Address, RecordEvent
 from services.shop.order import record
 
-shipping = VirtualObject("ShopShipping")
+shipping = VirtualObject("ShopShipping", system="shop")
 
 UNSHIPPABLE_COUNTRIES = frozenset({"AQ", "KP"})
 """No carrier delivers there."""
@@ -102,7 +106,7 @@ async def create_shipment(ctx: ObjectContext, req: ShipmentRequest) -> Shipment:
     return shipment
 
 
-@shipping.handler("UpdateTracking")
+@shipping.handler("UpdateTracking", public="write")
 async def update_tracking(ctx: ObjectContext, req: TrackingRequest) -> Shipment:
     """Record a carrier scan on the shipment and as ``TrackingUpdated`` on the order."""
     shipment = await _require(ctx)
@@ -116,7 +120,7 @@ async def update_tracking(ctx: ObjectContext, req: TrackingRequest) -> Shipment:
         RecordEvent(
             type=EventType.TRACKING_UPDATED,
             event_id=f"tracking-{req.update_id}",
-            actor=f"carrier:{shipment.carrier}",
+            actor=caller(ctx),
             data={"status": req.status, "location": req.location, "trackingNumber": shipment.tracking_number},
         ),
         key=ctx.key(),
@@ -127,7 +131,7 @@ async def update_tracking(ctx: ObjectContext, req: TrackingRequest) -> Shipment:
     return shipment
 
 
-@shipping.handler("ConfirmDelivery")
+@shipping.handler("ConfirmDelivery", public="write")
 async def confirm_delivery(ctx: ObjectContext, req: DeliveryRequest) -> Shipment:
     """Record the delivery on the shipment and as ``OrderDelivered`` on the order (once)."""
     shipment = await _require(ctx)
@@ -139,7 +143,7 @@ async def confirm_delivery(ctx: ObjectContext, req: DeliveryRequest) -> Shipment
         RecordEvent(
             type=EventType.ORDER_DELIVERED,
             event_id="delivered",
-            actor=f"carrier:{shipment.carrier}",
+            actor=caller(ctx),
             data={"signedBy": req.signed_by, "trackingNumber": shipment.tracking_number},
         ),
         key=ctx.key(),

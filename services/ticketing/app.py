@@ -1,11 +1,10 @@
 """The ticketing deployment: the ticketing system's own services (payments and email are in ``common``)."""
 
-import restate
-
+import podium
 from services.ticketing.orchestrator import bookings
 from services.ticketing.seats import seat_maps
 from services.ticketing.tickets import tickets
 
 SERVICES = [bookings, seat_maps, tickets]
 
-app = restate.app(services=SERVICES)
+app = podium.app(services=SERVICES)

@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import cached_property
 
 from podium import InvalidInput
+from services.common.money import cents
 
-HOLD_SECONDS = 15 * 60
-"""How long seats are held for a customer to pay: 15 minutes (a request may ask for less, never more)."""
 MAX_SEATS = 10
 """Seats per booking."""
 
@@ -138,10 +138,12 @@ def price(ev: Event, seat_count: int) -> float:
     return round(ev.show.price * seat_count, 2)
 
 
-def check_amount(ev: Event, seat_count: int, total_amount: float, field: str = "totalAmount") -> float:
+def check_amount(
+    ev: Event, seat_count: int, total_amount: Decimal | float, field: str = "totalAmount"
+) -> float:
     """The price of the seats; 400 if the caller's ``total_amount`` is not that price."""
     expected = price(ev, seat_count)
-    if round(total_amount * 100) != round(expected * 100):
+    if cents(total_amount) != cents(expected):
         raise InvalidInput(
             f"{field}: {total_amount:.2f} is not the price of {seat_count} seat(s) of {ev.show.title} "
             f"({seat_count} × {ev.show.price:.2f} = {expected:.2f})"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Literal
 
 from pydantic import Field, field_validator
 
 from podium import Model, SagaLog
-from services.ticketing.catalogue import HOLD_SECONDS, MAX_SEATS
+from services.common.money import Amount
+from services.common.payments import PaymentMethod
+from services.ticketing.catalogue import MAX_SEATS
 
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -24,21 +27,29 @@ def _no_repeats(seat_ids: list[str]) -> list[str]:
 
 
 class TicketRequest(Model):
-    """The seed's ``TicketRequest``, plus two optional fields."""
+    """The seed's ``TicketRequest``, plus an optional email.
+
+    How long the seats are held is the deployment's setting (``PODIUM_TICKETING_HOLD``), not the
+    client's: a ``holdSeconds`` in the body is ignored.
+    """
 
     booking_id: str = Field(min_length=1, max_length=100)
     """Must be the booking id in the URL."""
     event_id: str = Field(min_length=1, max_length=100)
     seat_ids: list[str] = Field(min_length=1, max_length=MAX_SEATS)
     customer_id: str = Field(min_length=1, max_length=100, pattern=ID_PATTERN)
-    total_amount: float = Field(gt=0)
-    """Must be the catalogue price of the seats."""
+    total_amount: Amount
+    """Must be the catalogue price of the seats (the shared money rule: more than 0, two decimals)."""
     customer_email: str | None = Field(default=None, pattern=EMAIL_PATTERN)
     """Where the tickets go; ``{customerId}@example.com`` when omitted (the simulated customer directory)."""
-    hold_seconds: int = Field(default=HOLD_SECONDS, ge=1, le=HOLD_SECONDS)
-    """How long the seats are held for payment: 15 minutes unless a shorter hold is asked for."""
 
     seat_ids_once = field_validator("seat_ids")(_no_repeats)
+
+    @field_validator("total_amount")
+    @classmethod
+    def _in_cents(cls, amount: Decimal) -> Decimal:
+        # 150, 150.0 and 150.00 are one request: a repeat must not look different to RunOnce.
+        return amount.quantize(Decimal("0.01"))
 
     @property
     def email(self) -> str:
@@ -46,8 +57,10 @@ class TicketRequest(Model):
 
 
 class PayRequest(Model):
-    method: str = Field(default="", max_length=100)
-    """The card token; ``card-expired`` is declined (see the catalogue's test data)."""
+    method: PaymentMethod = "card-visa"
+    """The card token from the vault (``POST /PaymentService/Tokenize``) or a test token, checked here
+    with the rule ``PaymentService`` uses, so a charge never refuses it mid-saga; never a card number.
+    ``card-expired`` is declined (see the catalogue's test data)."""
 
 
 class PayAnswer(Model):
@@ -102,7 +115,9 @@ class HoldSeatsRequest(Model):
     holder: str = Field(min_length=1)
     """Who holds: a booking id. Holding again with the same id and seats returns the same hold."""
     seat_ids: list[str] = Field(min_length=1, max_length=MAX_SEATS)
-    hold_seconds: int = Field(default=HOLD_SECONDS, ge=1, le=HOLD_SECONDS)
+    hold_ms: int = Field(ge=1)
+    """How long to hold, in milliseconds: the booking's hold, so that the seat map's expiry and the
+    saga's deadline are the same length (``SeatMap`` is private: only the saga sets it)."""
     customer_id: str | None = None
 
     seat_ids_once = field_validator("seat_ids")(_no_repeats)
@@ -161,6 +176,20 @@ class SeatMapView(Model):
     sold: list[str]
     holds: list[SeatHold]
     """Every hold of this event, ended ones included."""
+
+
+class SeatAvailability(Model):
+    """``SeatMap/{eventId}/Availability``: the seat map as a customer sees it (who holds what is private)."""
+
+    event_id: str
+    title: str
+    venue: str
+    layout: str
+    price: float
+    capacity: int
+    available: int
+    taken: list[str]
+    """Seats held or sold, in venue order; every other seat is free."""
 
 
 # -- tickets -------------------------------------------------------------------------------------------

@@ -5,8 +5,8 @@ registered before its action):
 
 1. hold the seats, all or none                       undo: release them
    (taken seats end the booking at once: ``sold_out`` or ``seats_unavailable``)
-2. wait for ``Pay`` at most the hold time (15 minutes): an awakeable raced against a durable timer;
-   no payment in time ends the booking ``expired``
+2. wait for ``Pay`` at most the hold time (15 minutes, the deployment's ``hold`` setting): an
+   awakeable raced against a durable timer; no payment in time ends the booking ``expired``
 3. confirm the seats (hold → sale); a hold the seat map already expired ends it ``expired``, unpaid
 4. charge the customer through ``PaymentService``    undo: refund
    (a decline ends it ``payment_failed``)
@@ -15,7 +15,12 @@ registered before its action):
 
 ``TicketingSaga`` is a virtual object keyed by booking id, not a Restate workflow, so that a repeated
 ``Run`` gets the first result back (:class:`podium.RunOnce`) instead of the engine's 409 for a second
-run of a workflow. ``Run`` is exclusive; ``Pay`` and ``Get`` are shared and answer while it waits.
+run of a workflow. ``Run`` is exclusive; ``Pay`` and ``Get`` are shared and answer while it waits. All
+three are public (a customer books, pays and looks); the seat map's and the tickets' changes are private
+steps of the saga.
+
+The hold is read from :mod:`services.ticketing.settings` once per booking and journaled, so a booking
+keeps the hold it was made under when the deployment restarts with another setting.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from restate import ObjectContext, ObjectSharedContext
+from restate import ObjectContext, ObjectSharedContext, RunOptions
 
 from podium import (
     FanOutError,
@@ -40,7 +45,7 @@ from podium import (
 )
 from services.common.notifications import EmailRequest, send_email
 from services.common.payments import ChargeRequest, RefundRequest, charge, get_payment, refund
-from services.ticketing import catalogue
+from services.ticketing import catalogue, settings
 from services.ticketing.models import (
     HoldAnswer,
     HolderRequest,
@@ -55,7 +60,7 @@ from services.ticketing.models import (
 from services.ticketing.seats import confirm, hold, iso, release
 from services.ticketing.tickets import issue, void
 
-bookings = VirtualObject("TicketingSaga")
+bookings = VirtualObject("TicketingSaga", system="ticketing")
 SAGA = "book-tickets"
 AWAKEABLE = "payment-awakeable"
 
@@ -95,7 +100,7 @@ def _check(ctx: ObjectContext, req: TicketRequest) -> catalogue.Event:
     return event
 
 
-@bookings.handler("Run")
+@bookings.handler("Run", public="write")
 async def run(ctx: ObjectContext, req: TicketRequest) -> TicketResult:
     event = _check(ctx, req)
     once = RunOnce(ctx, req, TicketResult)
@@ -104,12 +109,14 @@ async def run(ctx: ObjectContext, req: TicketRequest) -> TicketResult:
 
     booking_id = ctx.key()
     payment_id = f"{booking_id}-payment"
+    # Read once and journaled: a replay after the deployment was reconfigured keeps this booking's hold.
+    hold_ms = await ctx.run_typed("hold time", _current_hold_ms, RunOptions[int]())
     result = TicketResult(
         booking_id=booking_id,
         event_id=event.id,
         customer_id=req.customer_id,
         seat_ids=req.seat_ids,
-        total_amount=req.total_amount,
+        total_amount=float(req.total_amount),
         status="pending",
         payment_id=payment_id,
         created_at=iso(await ctx.time()),
@@ -119,7 +126,7 @@ async def run(ctx: ObjectContext, req: TicketRequest) -> TicketResult:
     seats_request = HoldSeatsRequest(
         holder=booking_id,
         seat_ids=req.seat_ids,
-        hold_seconds=req.hold_seconds,
+        hold_ms=hold_ms,
         customer_id=req.customer_id,
     )
 
@@ -154,7 +161,7 @@ async def run(ctx: ObjectContext, req: TicketRequest) -> TicketResult:
                 payload={"eventId": event.id, "holder": booking_id, "seatIds": req.seat_ids},
             )
             result.status, result.hold_expires_at = "held", held.expires_at
-            method = await _wait_for_payment(ctx, req, result)
+            method = await _wait_for_payment(ctx, hold_ms, result)
 
             result.status = "paying"
             _save(ctx, result)
@@ -166,7 +173,7 @@ async def run(ctx: ObjectContext, req: TicketRequest) -> TicketResult:
                 compensate=lambda: call(
                     ctx, refund, RefundRequest(reason=f"booking {booking_id} failed"), key=payment_id
                 ),
-                payload={"paymentId": payment_id, "amount": req.total_amount},
+                payload={"paymentId": payment_id, "amount": float(req.total_amount)},
             )
             result.payment_status = payment.status
             _save(ctx, result)
@@ -191,20 +198,27 @@ async def run(ctx: ObjectContext, req: TicketRequest) -> TicketResult:
     return once.done(result)
 
 
-async def _wait_for_payment(ctx: ObjectContext, req: TicketRequest, result: TicketResult) -> str:
+def _current_hold_ms() -> int:
+    return round(settings.SETTINGS.hold.total_seconds() * 1000)
+
+
+async def _wait_for_payment(ctx: ObjectContext, hold_ms: int, result: TicketResult) -> str:
     """Wait for ``Pay`` until the hold runs out (a durable timer); the card token it brought."""
     awakeable_id, paid = ctx.awakeable(type_hint=dict)
     ctx.set(AWAKEABLE, awakeable_id)
     _save(ctx, result)
-    timed = await with_timeout(ctx, paid, timedelta(seconds=req.hold_seconds), cancel=False)
+    timed = await with_timeout(ctx, paid, timedelta(milliseconds=hold_ms), cancel=False)
     ctx.clear(AWAKEABLE)
     if timed.timed_out or timed.value is None:
-        raise HoldExpired(f"no payment within the {_duration(req.hold_seconds)} hold")
+        raise HoldExpired(f"no payment within the {_duration(hold_ms)} hold")
     return PayRequest.model_validate(timed.value).method
 
 
-def _duration(seconds: int) -> str:
-    return f"{seconds // 60}-minute" if seconds % 60 == 0 else f"{seconds}-second"
+def _duration(ms: int) -> str:
+    """A hold in words: ``15-minute``, ``2-second``, ``1500 ms``."""
+    if ms % 60_000 == 0:
+        return f"{ms // 60_000}-minute"
+    return f"{ms // 1000}-second" if ms % 1000 == 0 else f"{ms} ms"
 
 
 async def _issue(ctx: ObjectContext, req: TicketRequest, ticket_ids: list[str]) -> list[Any]:
@@ -288,7 +302,7 @@ async def _send_tickets(
     return sent.status == "delivered"
 
 
-@bookings.handler("Pay", kind="shared")
+@bookings.handler("Pay", kind="shared", public="write")
 async def pay(ctx: ObjectSharedContext, req: PayRequest) -> PayAnswer:
     """The customer pays: hand the card token to the waiting ``Run``."""
     stored = await ctx.get("booking", type_hint=dict)
@@ -302,7 +316,7 @@ async def pay(ctx: ObjectSharedContext, req: PayRequest) -> PayAnswer:
     return PayAnswer(booking_id=ctx.key(), status="payment_received", hold_expires_at=booking.hold_expires_at)
 
 
-@bookings.handler("Get", kind="shared")
+@bookings.handler("Get", kind="shared", public="read")
 async def get_booking(ctx: ObjectSharedContext) -> TicketResult:
     stored = await ctx.get("booking", type_hint=dict)
     if stored is None:

@@ -13,7 +13,13 @@ and is kept by it, so each handler is idempotent by holder:
 - ``Release`` frees held or sold seats; a second release frees nothing and succeeds. Releasing a holder
   that never held leaves a tombstone, so a ``Hold`` arriving late (a retried call) cannot take seats.
 - ``Expire`` (called by the engine at the deadline) frees a hold that is still only held.
-- ``Get`` shows capacity, free seats, held and sold seats, and every hold.
+- ``Get`` shows capacity, free seats, held and sold seats, and every hold (who holds, for which customer).
+- ``Availability`` shows what a customer choosing seats needs: the event, the price and which seats are
+  taken, never by whom.
+
+Only ``Availability`` is public. ``Hold``, ``Confirm``, ``Release`` and ``Expire`` are steps of the booking
+saga (a client holding seats directly could block an event without ever booking), and ``Get`` names
+every holder and customer.
 
 The object is exclusive per event, so two customers racing for the same seats are served one after the
 other: exactly one gets each seat.
@@ -34,11 +40,12 @@ from services.ticketing.models import (
     HolderRequest,
     HoldSeatsRequest,
     ReleaseAnswer,
+    SeatAvailability,
     SeatHold,
     SeatMapView,
 )
 
-seat_maps = VirtualObject("SeatMap")
+seat_maps = VirtualObject("SeatMap", system="ticketing")
 
 
 class _State(Model):
@@ -118,7 +125,7 @@ async def hold(ctx: ObjectContext, req: HoldSeatsRequest) -> HoldAnswer:
         status="held",
         customer_id=req.customer_id,
         held_at=iso(now),
-        expires_at=iso(now + req.hold_seconds),
+        expires_at=iso(now + req.hold_ms / 1000),
     )
     state.holds[req.holder] = new
     _save(ctx, state)
@@ -128,7 +135,7 @@ async def hold(ctx: ObjectContext, req: HoldSeatsRequest) -> HoldAnswer:
         expire,
         ExpireRequest(holder=req.holder, hold_id=new.hold_id),
         key=ctx.key(),
-        delay=timedelta(seconds=req.hold_seconds),
+        delay=timedelta(milliseconds=req.hold_ms),
     )
     return HoldAnswer(outcome="held", hold=new, available=available - len(req.seat_ids))
 
@@ -199,6 +206,23 @@ async def get_seat_map(ctx: ObjectSharedContext) -> SeatMapView:
         held=held,
         sold=sold,
         holds=list(state.holds.values()),
+    )
+
+
+@seat_maps.handler("Availability", kind="shared", public="read")
+async def availability(ctx: ObjectSharedContext) -> SeatAvailability:
+    """What a customer sees before booking: the event, its price, and the seats that are taken."""
+    event = catalogue.event(ctx.key())
+    taken = _taken(event, await _load(ctx))
+    return SeatAvailability(
+        event_id=event.id,
+        title=event.show.title,
+        venue=event.venue.name,
+        layout=event.venue.layout,
+        price=event.show.price,
+        capacity=len(event.venue.seats),
+        available=len(event.venue.seats) - len(taken),
+        taken=[s for s in event.venue.seats if s in taken],
     )
 
 

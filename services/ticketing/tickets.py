@@ -6,6 +6,9 @@
   so a late ``Issue`` (a retried call) cannot bring it to life.
 - ``Get`` returns the ticket (404 if there is none).
 
+``Get`` is public: a gate scanner (an outside party) checks tickets with it. ``Issue`` and ``Void`` are
+private steps of the booking saga: a client must never mint or void a ticket.
+
 Ticket ids are made by the booking saga from the engine's deterministic ``ctx.uuid()`` (``TKT-`` and 16
 hex digits): unique, unguessable, and the same when the saga is replayed after a crash.
 """
@@ -18,7 +21,7 @@ from podium import TerminalError, VirtualObject
 from services.ticketing.models import IssueRequest, Ticket
 from services.ticketing.seats import iso
 
-tickets = VirtualObject("TicketService")
+tickets = VirtualObject("TicketService", system="ticketing")
 
 
 @tickets.handler("Issue")
@@ -56,7 +59,7 @@ async def void(ctx: ObjectContext) -> None:
         ctx.set("ticket", ticket.model_copy(update={"status": "void"}).model_dump(mode="json"))
 
 
-@tickets.handler("Get", kind="shared")
+@tickets.handler("Get", kind="shared", public="read")
 async def get_ticket(ctx: ObjectSharedContext) -> Ticket:
     raw = await ctx.get("ticket", type_hint=dict)
     if raw is None:

@@ -1,7 +1,6 @@
 """The travel deployment: the travel-booking system's own services (payments and email are in ``common``)."""
 
-import restate
-
+import podium
 from services.travel.orchestrator import trips
 from services.travel.reservations import flights, hotels
 
@@ -13,4 +12,4 @@ SERVICES = [
     hotels.inventory.service,
 ]
 
-app = restate.app(services=SERVICES)
+app = podium.app(services=SERVICES)

@@ -7,6 +7,9 @@ exactly that: a second ``BookTrip`` waits for the first to finish and returns th
 different request for the same trip id is refused with 409), while ``GetBooking`` is shared and answers
 at any moment, including while the booking runs.
 
+Those two are the travel system's public API (``travel:write``, ``travel:read``); the reservation and
+inventory objects, and the shared payment and email services, are private: only this saga moves them.
+
 Steps (each compensation is registered before its action):
 
 1. reserve flight and hotel, in parallel          undo: cancel each
@@ -40,7 +43,7 @@ from services.travel.models import (
 )
 from services.travel.reservations import flights, hotels
 
-trips = VirtualObject("TripOrchestrator")
+trips = VirtualObject("TripOrchestrator", system="travel")
 SAGA = "book-trip"
 
 
@@ -53,7 +56,7 @@ def _save(ctx: ObjectContext, booking: Booking, fingerprint: str) -> None:
     ctx.set("fingerprint", fingerprint)
 
 
-@trips.handler("BookTrip")
+@trips.handler("BookTrip", public="write")
 async def book_trip(ctx: ObjectContext, req: TripRequest) -> Booking:
     trip_id = ctx.key()
     # Requests outside the catalogue are the caller's mistake: 400 before anything is held.
@@ -189,7 +192,7 @@ def _hotel_summary(hotel: HotelReservation) -> HotelSummary:
     )
 
 
-@trips.handler("GetBooking", kind="shared")
+@trips.handler("GetBooking", kind="shared", public="read")
 async def get_booking(ctx: ObjectSharedContext) -> Booking:
     stored = await ctx.get("booking", type_hint=dict)
     if stored is None:

@@ -9,6 +9,10 @@ Both are virtual objects keyed by reservation id with the same life: ``reserved 
 - ``Cancel`` releases what is held or sold; cancelling twice is a no-op. Cancelling an id that was never
   reserved leaves a tombstone, so a ``Reserve`` that arrives late (a retried call) cannot hold anything.
 - ``Get`` returns the reservation (404 if there is none).
+
+Every handler is private: only ``TripOrchestrator``'s saga reserves, confirms and cancels, and a client
+sees its reservations inside the booking (``GetBooking``). The inventory objects are private too: their
+``Get`` lists every holder of a flight or a city, other customers' reservations included.
 """
 
 from __future__ import annotations

@@ -5,11 +5,14 @@ from typing import Any
 import pytest
 
 from podium.testing import PodiumEnv, new_key
-from tests.systems.apps import banking
 
 
 @pytest.fixture
 def podium_app() -> Any:
+    # Imported here, not at the top: pytest loads this conftest before the podium plugin has put the
+    # engine's request-identity key in the environment, and the app reads it when it is built.
+    from tests.systems.apps import banking
+
     return banking
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from podium.testing import PodiumEnv, assert_eventually, new_key
+from podium.testing import GatewayEnv, PodiumEnv, assert_eventually, new_key
 from tests.systems.banking.conftest import account, ledger_balance, open_account
 
 pytestmark = pytest.mark.engine
@@ -29,6 +29,15 @@ def audit(env: PodiumEnv, subject: str) -> list[dict[str, Any]]:
     return answer
 
 
+def audit_backlog(env: PodiumEnv) -> int:
+    """Audit entries sent but not yet written (each is an ``Append`` invocation)."""
+    rows = env.query(
+        "SELECT count(*) AS n FROM sys_invocation "
+        "WHERE target_service_name = 'AuditTrail' AND status <> 'completed'"
+    )
+    return int(rows[0]["n"])
+
+
 def test_a_transfer_moves_money_and_is_audited(podium_env: PodiumEnv) -> None:
     a, b = open_account(podium_env, 1000), open_account(podium_env, 0)
     tid = new_key("tr")
@@ -43,7 +52,7 @@ def test_a_transfer_moves_money_and_is_audited(podium_env: PodiumEnv) -> None:
     )
     steps = [(e["actor"], e["action"], e["outcome"]) for e in trail]
     assert steps[:3] == [
-        ("TransferOrchestrator", "requested", "accepted"),
+        ("internal", "requested", "accepted"),  # through the ingress: no verified subject
         ("AccountService", "validate-funds", "ok"),
         ("FraudService", "check", "allowed"),
     ]
@@ -150,6 +159,98 @@ def test_bad_transfers_are_400(podium_env: PodiumEnv, body: dict[str, Any], mess
     assert message in response.json()["message"]
 
 
+def test_the_audit_trail_names_the_verified_caller_not_the_body(podium_env: PodiumEnv) -> None:
+    a, b = open_account(podium_env, 100), open_account(podium_env, 0)
+    tid = new_key("tr")
+    # The gateway sets x-podium-subject from the token; the body's actor is the client's own claim.
+    response = podium_env.post(
+        f"/TransferOrchestrator/{tid}/Transfer",
+        {"fromAccount": a, "toAccount": b, "amount": 10, "actor": "mallory"},
+        headers={"x-podium-subject": "alice"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "completed"
+    trail = assert_eventually(
+        lambda: (t := audit(podium_env, f"transfer:{tid}")) and t[-1]["action"] == "transfer" and t
+    )
+    assert (trail[0]["actor"], trail[0]["action"]) == ("alice", "requested")
+    assert "mallory" not in str(trail)
+    assert assert_eventually(lambda: audit(podium_env, f"account:{a}"))[0]["actor"] == "alice"
+
+    mt = new_key("mt")
+    body = {"transferId": mt, "fromAccount": a, "toAccount": b, "amount": 5, "actor": "mallory"}
+    answer = podium_env.post(f"/MoneyTransferSaga/{mt}/Run", body, headers={"x-podium-subject": "bob"})
+    assert answer.json()["status"] == "completed", answer.text
+    saga_trail = assert_eventually(
+        lambda: (t := audit(podium_env, f"transfer:{mt}")) and t[-1]["outcome"] == "recorded" and t
+    )
+    assert (saga_trail[0]["actor"], saga_trail[0]["action"]) == ("bob", "requested")
+    assert "mallory" not in str(saga_trail)
+
+
+def test_through_the_gateway_the_token_is_the_actor_and_money_cannot_be_minted(
+    podium_env: PodiumEnv, podium_gateway: GatewayEnv
+) -> None:
+    """The incident that started the security work, replayed through the public door."""
+    a, b = open_account(podium_env, 100), open_account(podium_env, 0)
+    client = podium_gateway.token("banking:read", "banking:write", subject="alice")
+    minted = podium_gateway.post(
+        f"/AccountService/{b}/Credit", {"txId": "gift", "amount": 1_000_000}, token=client
+    )
+    assert minted.status_code == 404  # private: not even its existence is told
+    opened = podium_gateway.post(
+        f"/AccountService/{new_key('acct')}/Open", {"owner": "x", "initialDeposit": 10**6}, token=client
+    )
+    assert opened.status_code == 403  # opening an account (the only way money enters) is a teller's
+    assert opened.json()["requiredScope"] == "banking:operator"
+
+    tid = new_key("tr")
+    body = {"fromAccount": a, "toAccount": b, "amount": 10, "actor": "mallory"}
+    done = podium_gateway.post(f"/TransferOrchestrator/{tid}/Transfer", body, token=client)
+    assert done.status_code == 200, done.text
+    assert done.json()["status"] == "completed"
+    trail = assert_eventually(
+        lambda: (t := audit(podium_env, f"transfer:{tid}")) and t[-1]["action"] == "transfer" and t
+    )
+    assert (trail[0]["actor"], trail[0]["action"]) == ("alice", "requested")
+    assert "mallory" not in str(trail)
+    assert (account(podium_env, a)["balance"], account(podium_env, b)["balance"]) == (90, 10)
+
+
+MOVEMENTS = [
+    pytest.param("Credit", {"txId": "gift", "amount": 1_000_000}, id="credit"),
+    pytest.param("Credit", {"txId": "gift", "amount": 50, "reverses": "tx-0"}, id="reversal"),
+    pytest.param("Debit", {"txId": "theft", "amount": 50}, id="debit"),
+    pytest.param("Hold", {"holdId": "squat", "amount": 50}, id="hold"),
+    pytest.param("ReleaseHold", {"holdId": "h"}, id="release"),
+]
+
+
+@pytest.mark.parametrize(("handler", "body"), MOVEMENTS)
+def test_account_movements_are_refused_at_the_ingress_and_move_nothing(
+    podium_env: PodiumEnv, handler: str, body: dict[str, Any]
+) -> None:
+    acct = open_account(podium_env, 100)
+    before = account(podium_env, acct)
+    podium_env.assert_private(f"/AccountService/{acct}/{handler}", body)
+    assert account(podium_env, acct) == before
+    started = podium_env.query(f"SELECT target FROM sys_invocation WHERE target LIKE '%/{acct}/{handler}'")
+    assert started == []
+
+
+def test_a_credit_through_the_ingress_is_refused_but_a_handler_can_still_credit(
+    podium_env: PodiumEnv,
+) -> None:
+    # The incident: an anonymous Credit of 1,000,000.00 with a made-up txId to a fresh account.
+    fresh = open_account(podium_env, 0)
+    gift = {"txId": new_key("tx"), "amount": 1_000_000}
+    podium_env.assert_private(f"/AccountService/{fresh}/Credit", gift)
+    assert account(podium_env, fresh)["balance"] == 0
+    assert account(podium_env, fresh)["ledger"] == []
+    # From inside the engine (as a transfer's step) the same handler works: only the door is closed.
+    assert podium_env.call_private(f"/AccountService/{fresh}/Credit", gift)["balance"] == 1_000_000
+
+
 def test_unknown_account_fails_cleanly(podium_env: PodiumEnv) -> None:
     a = open_account(podium_env, 10)
     result = transfer(podium_env, a, "acct-nobody", 1)
@@ -187,6 +288,17 @@ def test_200_concurrent_transfers_keep_the_total_and_every_ledger_explains_its_b
         if r["status"] == "completed"
     )
     assert moved > 0
+
+    # Every audit entry of a transfer also reaches each account it touched, exactly once: when the
+    # engine has delivered them all, an account's trail is its transfers' entries, no more, no less.
+    assert_eventually(lambda: audit_backlog(podium_env) == 0, timeout=90, message="the audit trail")
+    trails = [audit(podium_env, f"transfer:{r['transferId']}") for r in results]
+    for account_id in accounts:
+        expected = [
+            e for (s, t, _), trail in zip(plans, trails, strict=True) if account_id in (s, t) for e in trail
+        ]
+        written = audit(podium_env, f"account:{account_id}")
+        assert sorted(map(str, written)) == sorted(map(str, expected)), account_id
 
 
 # -- MoneyTransferSaga (seed 003 ex 2) -------------------------------------------------------------------

@@ -5,11 +5,14 @@ from typing import Any
 import pytest
 
 from podium.testing import PodiumEnv, new_key
-from tests.systems.apps import commerce
 
 
 @pytest.fixture
 def podium_app() -> Any:
+    # Imported here, not at the top: a conftest named on the command line is imported before the
+    # harness puts its engine's key in the environment, and the apps read it when they are built.
+    from tests.systems.apps import commerce
+
     return commerce
 
 
@@ -34,4 +37,5 @@ def order(**overrides: Any) -> dict[str, Any]:
 
 
 def holds(env: PodiumEnv, sku: str, holder: str) -> list[dict[str, Any]]:
-    return [h for h in env.call(f"/StockLevel/{sku}/Get")["holds"] if h["holder"] == holder]
+    """The holds ``holder`` has on ``sku`` (``StockLevel`` is private: read it as other handlers do)."""
+    return [h for h in env.call_private(f"/StockLevel/{sku}/Get")["holds"] if h["holder"] == holder]

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from podium.testing import PodiumEnv, assert_eventually, new_key
+from services.commerce import catalogue
 from services.common.providers import MailProvider, PaymentGateway
 from tests.systems.commerce.conftest import holds, order
 
@@ -110,7 +111,7 @@ def test_declined_by_both_providers_releases_stock_and_slot(podium_env: PodiumEn
     assert result["status"] == "failed"
     assert "payment failed" in result["reason"]
     assert_nothing_held(podium_env, body)
-    assert podium_env.call(f"/ShippingService/{body['id']}-slot/Get")["status"] == "cancelled"
+    assert podium_env.call_private(f"/ShippingService/{body['id']}-slot/Get")["status"] == "cancelled"
     assert money(body["id"])["primary-charges"] == money(body["id"])["backup-charges"] == 0
     saga = podium_env.call(f"/OrderOrchestrator/{body['id']}/GetOrderStatus")["saga"]
     assert [(s["name"], s["status"]) for s in saga["steps"]] == [
@@ -137,7 +138,7 @@ def test_damaged_stock_refunds_and_releases_everything(podium_env: PodiumEnv) ->
     assert result["status"] == "failed"
     assert "stock is damaged" in result["reason"]
     assert_nothing_held(podium_env, body)
-    assert podium_env.call(f"/ShippingService/{body['id']}-slot/Get")["status"] == "cancelled"
+    assert podium_env.call_private(f"/ShippingService/{body['id']}-slot/Get")["status"] == "cancelled"
     net = money(body["id"])
     assert (net["primary-charges"], net["primary"]) == (1, 0)  # charged once, refunded once
     status = podium_env.call(f"/OrderOrchestrator/{body['id']}/GetOrderStatus")
@@ -188,6 +189,10 @@ def test_status_can_be_polled_while_the_order_runs(podium_env: PodiumEnv) -> Non
         ({"id": "other"}, "does not match the order id in the URL"),
         ({"items": []}, "items: List should have at least 1 item"),
         ({"total": -5}, "total: Input should be greater than 0"),
+        ({"total": 0.001}, "total: at most two decimals"),
+        ({"total": 5e-324}, "total: at most two decimals"),
+        ({"total": 1e10}, "total: Input should be less than or equal to 1000000000"),
+        ({"total": "lots"}, "total: Input should be a valid decimal"),
         ({"userEmail": "nope"}, "userEmail: String should match pattern"),
         ({"items": [{"sku": "NOPE", "quantity": 1}]}, "unknown SKU 'NOPE'"),
     ],
@@ -198,3 +203,44 @@ def test_bad_orders_are_400(podium_env: PodiumEnv, change: dict[str, Any], messa
     response = podium_env.post(f"/OrderOrchestrator/{key}/CompleteOrder", body)
     assert response.status_code == 400, response.text
     assert message in response.json()["message"]
+    # Refused at the door: nothing held, nothing charged, no status (the id can still be used).
+    known = [i for i in body["items"] if i["sku"] in catalogue.PRICES]
+    assert_nothing_held(podium_env, {"id": key, "items": known})
+    assert money(key)["primary-charges"] == money(key)["backup-charges"] == 0
+    if "unknown SKU" not in message:  # the checks of phase 1 run after the status starts
+        assert podium_env.post(f"/OrderOrchestrator/{key}/GetOrderStatus").status_code == 404
+
+
+def test_the_ingress_refuses_the_internal_services_and_nothing_changes(podium_env: PodiumEnv) -> None:
+    body = order()
+    order_id = body["id"]
+    assert complete(podium_env, body)["status"] == "completed"
+    invoice = podium_env.call_private(f"/Billing/{order_id}/Get")
+    stock = {"reservationId": order_id, "items": body["items"]}
+
+    # What a client could try once its order shipped: give the stock back, cancel the slot, void the
+    # invoice, get its money back, or hold someone else's stock.
+    attempts: list[tuple[str, Any]] = [
+        ("/InventoryService/Release", stock),
+        ("/InventoryService/Reserve", {"reservationId": new_key("intruder"), "items": body["items"]}),
+        ("/StockLevel/ITEM-001/Release", {"holder": order_id}),
+        (f"/ShippingService/{order_id}-slot/CancelSlot", None),
+        (f"/Billing/{order_id}/VoidInvoice", None),
+        (f"/PaymentService/{order_id}-payment-primary/Refund", {}),
+        (f"/WarehouseService/{new_key('intruder')}/PickItems", {"items": body["items"]}),
+        ("/StockLevel/ITEM-001/Get", None),
+    ]
+    for path, request in attempts:
+        podium_env.assert_private(path, request)
+
+    for item in body["items"]:
+        assert [h["status"] for h in holds(podium_env, item["sku"], order_id)] == ["committed"]
+    assert podium_env.call_private(f"/ShippingService/{order_id}-slot/Get")["status"] == "reserved"
+    assert podium_env.call_private(f"/Billing/{order_id}/Get") == invoice
+    assert invoice["status"] == "issued"
+    assert money(order_id) == {"primary": 3997, "primary-charges": 1, "backup": 0, "backup-charges": 0}
+    assert not [
+        h
+        for h in podium_env.call_private("/StockLevel/ITEM-001/Get")["holds"]
+        if h["holder"].startswith("intruder-")
+    ]

@@ -87,7 +87,7 @@ def test_inventory_failing_refunds_the_payment(podium_env: PodiumEnv) -> None:
     assert "shipmentId" not in result
     assert result["compensated"] == ["reserve-inventory", "charge-payment"]
     assert money(result["paymentId"]) == {"charges": 1, "refunds": 1, "net": 0, "requests": 1}
-    assert podium_env.call(f"/PaymentService/{result['paymentId']}/Get")["status"] == "refunded"
+    assert podium_env.call_private(f"/PaymentService/{result['paymentId']}/Get")["status"] == "refunded"
     assert_nothing_held(podium_env, f"{order_id}-saga-reservation", body)
     assert slot(podium_env, f"{order_id}-saga-shipment") is None  # shipping never started
     assert MailProvider().outbox(f"{body['customerId']}@example.com") == []
@@ -187,6 +187,10 @@ def test_a_failed_order_repeated_is_refunded_once(podium_env: PodiumEnv) -> None
     [
         ({"amount": None}, "amount: field required"),
         ({"amount": -5}, "amount: Input should be greater than 0"),
+        ({"amount": 0.001}, "amount: at most two decimals"),
+        ({"amount": 5e-324}, "amount: at most two decimals"),
+        ({"amount": 1e10}, "amount: Input should be less than or equal to 1000000000"),
+        ({"amount": "lots"}, "amount: Input should be a valid decimal"),
         ({"customerId": None}, "customerId: field required"),
         ({"customerId": "a b"}, "customerId: String should match pattern"),
         ({"items": []}, "items: List should have at least 1 item"),
@@ -197,6 +201,10 @@ def test_a_failed_order_repeated_is_refunded_once(podium_env: PodiumEnv) -> None
     ids=[
         "no-amount",
         "negative-amount",
+        "tenth-of-a-cent",
+        "denormal-amount",
+        "amount-too-big",
+        "amount-not-a-number",
         "no-customer",
         "bad-customer",
         "no-items",

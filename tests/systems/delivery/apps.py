@@ -1,8 +1,7 @@
 """The delivery app with the shared services it calls, importable by a deployment process."""
 
-import restate
-
+import podium
 from services.common.app import SERVICES as COMMON
 from services.delivery.app import SERVICES
 
-app = restate.app(services=[*SERVICES, *COMMON])
+app = podium.app(services=[*SERVICES, *COMMON])

@@ -1,16 +1,40 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from podium.testing import PodiumEnv, new_key
-from tests.systems.delivery.apps import app
+from services.delivery import settings
+from services.delivery.settings import DeliverySettings
+
+TEST_DEADLINES = {
+    "driver_answer": timedelta(seconds=2),
+    "ready_timeout": timedelta(seconds=30),
+    "delivery_timeout": timedelta(seconds=30),
+}
+"""Short enough that a driver who never answers costs a test two seconds, long enough for a slow run."""
 
 
 @pytest.fixture
 def podium_app() -> Any:
+    # Imported here, not at the top: pytest loads this conftest before the harness has made the engine's
+    # request-identity key, and an app built without it refuses every request.
+    from tests.systems.delivery.apps import app
+
     return app
+
+
+@pytest.fixture(autouse=True)
+def test_deadlines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The in-process deployment runs with :data:`TEST_DEADLINES` (a test may :func:`configure` others)."""
+    configure(monkeypatch)
+
+
+def configure(monkeypatch: pytest.MonkeyPatch, **deadlines: timedelta) -> None:
+    """Run the in-process deployment with these deadlines (the rest from :data:`TEST_DEADLINES`)."""
+    monkeypatch.setattr(settings, "SETTINGS", DeliverySettings(**{**TEST_DEADLINES, **deadlines}))
 
 
 def zone_with(env: PodiumEnv, *drivers: str) -> str:
@@ -28,9 +52,6 @@ def delivery(zone: str, **overrides: Any) -> dict[str, Any]:
         "items": overrides.pop("items", [{"name": "margherita", "quantity": 2}]),
         "total": 24.5,
         "address": "5th Avenue 1",
-        "driverAnswerMs": overrides.pop("driver_answer_ms", 2_000),
-        "readyTimeoutMs": overrides.pop("ready_timeout_ms", 30_000),
-        "deliveryTimeoutMs": overrides.pop("delivery_timeout_ms", 30_000),
     }
     assert not overrides, overrides
     return body

@@ -2,10 +2,9 @@
 
 from typing import Any
 
-import restate
-
+import podium
 from services.common.app import SERVICES as COMMON
 from services.insurance.app import SERVICES
 
 services: list[Any] = [*SERVICES, *COMMON]
-app = restate.app(services=services)
+app = podium.app(services=services)

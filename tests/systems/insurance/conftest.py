@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -7,7 +8,8 @@ import pytest
 from podium import IngressClient
 from podium.testing import PodiumEnv, assert_eventually, new_key
 from services.common.providers import MailProvider, PaymentGateway
-from tests.systems.insurance.apps import app
+from services.insurance import settings
+from services.insurance.settings import InsuranceSettings
 
 HOLDERS = {
     "POL-1001": "cust-alice",
@@ -21,7 +23,16 @@ HOLDERS = {
 
 @pytest.fixture
 def podium_app() -> Any:
+    # Imported here, not at the top: pytest loads this conftest before the harness has made the engine's
+    # request-identity key, and an app built without it refuses every request.
+    from tests.systems.insurance.apps import app
+
     return app
+
+
+def configure(monkeypatch: pytest.MonkeyPatch, **deadlines: timedelta) -> None:
+    """Run the in-process deployment with these deadlines (the rest stay the defaults) for one test."""
+    monkeypatch.setattr(settings, "SETTINGS", InsuranceSettings(**deadlines))
 
 
 def claim(policy: str = "POL-1001", **overrides: Any) -> dict[str, Any]:
@@ -57,7 +68,8 @@ def wait_phase(env: PodiumEnv, claim_id: str, phase: str, timeout: float = 20) -
 
 
 def records_file(env: PodiumEnv, claim_id: str) -> dict[str, Any] | None:
-    response = env.post(f"/MedicalRecordsService/{claim_id}/Get")
+    """The records request of the claim (a private handler, read from inside the engine)."""
+    response = env.post_private(f"/MedicalRecordsService/{claim_id}/Get")
     if response.status_code == 404:
         return None
     assert response.status_code == 200, response.text

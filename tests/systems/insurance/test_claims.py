@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 
+from podium import SUBJECT_HEADER
 from podium.testing import PodiumEnv, new_key
 from tests.systems.insurance.conftest import (
     claim,
+    configure,
     file_claim,
     filed,
     letters,
@@ -195,8 +197,11 @@ def test_records_delivered_by_hand_that_do_not_support_the_claim_reject_it(podiu
     assert_nothing_paid(body["claimId"])
 
 
-def test_records_that_never_arrive_time_out_and_a_late_delivery_is_refused(podium_env: PodiumEnv) -> None:
-    body = claim("POL-3001", recordsTimeoutMs=500)
+def test_records_that_never_arrive_time_out_and_a_late_delivery_is_refused(
+    podium_env: PodiumEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure(monkeypatch, records_deadline=dt.timedelta(milliseconds=500))
+    body = claim("POL-3001")
     claim_id = body["claimId"]
     file_claim(podium_env, body)
     result = outcome(podium_env, claim_id)
@@ -255,8 +260,11 @@ def test_the_adjuster_rejects(podium_env: PodiumEnv, handler: str, decision: dic
     assert "already decided: rejected" in again.json()["message"]
 
 
-def test_no_decision_before_the_deadline_times_out(podium_env: PodiumEnv) -> None:
-    body = claim(approvalTimeoutMs=700)
+def test_no_decision_before_the_deadline_times_out(
+    podium_env: PodiumEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure(monkeypatch, approval_deadline=dt.timedelta(milliseconds=700))
+    body = claim()
     claim_id = body["claimId"]
     result = podium_env.call(f"/ClaimSaga/{claim_id}/Run", body)
     assert result["status"] == "timeout"
@@ -288,7 +296,7 @@ def test_a_declined_payout_after_approval_is_reported_for_manual_review(podium_e
     charged, requests = payouts(claim_id)
     assert charged == []  # no money moved
     assert requests == 1  # asked once; the decline is final
-    payment = podium_env.call(f"/PaymentService/{claim_id}-payment/Get")
+    payment = podium_env.call_private(f"/PaymentService/{claim_id}-payment/Get")
     assert payment["status"] == "refused"
     final = status(podium_env, claim_id)
     assert (final["phase"], final["isComplete"]) == ("payment_failed", True)
@@ -355,14 +363,15 @@ def test_get_status_of_an_unknown_claim_is_pending(podium_env: PodiumEnv) -> Non
     [
         ({"amount": None}, "amount: field required"),
         ({"amount": -5}, "amount: Input should be greater than 0"),
-        ({"amount": 10.005}, "amount: at most two decimal places"),
+        ({"amount": 10.005}, "amount: at most two decimals"),
+        ({"amount": 5e-324}, "amount: at most two decimals"),
+        ({"amount": 1_000_000.01}, "amount: Input should be less than or equal to 1000000"),
         ({"incidentDate": "14/03/2025"}, "incidentDate: Input should be a valid date"),
         ({"policyId": ""}, "policyId: String should have at least 1 character"),
         (
             {"description": None, "customerId": None},
             "customerId: field required; description: field required",
         ),
-        ({"approvalTimeoutMs": 0}, "approvalTimeoutMs: Input should be greater than or equal to 1"),
         ({"claimId": "other-claim"}, "claimId: 'other-claim' must equal the key"),
     ],
 )
@@ -399,3 +408,84 @@ def test_a_refused_run_uses_up_its_claim_id(podium_env: PodiumEnv) -> None:
     assert podium_env.post(f"/ClaimSaga/{body['claimId']}/Run", body).status_code == 409
     fixed = {**body, "claimId": new_key("claim"), "policyId": "POL-2001", "customerId": "cust-dan"}
     assert podium_env.call(f"/ClaimSaga/{fixed['claimId']}/Run", fixed)["status"] == "rejected"
+
+
+# -- deadlines are the deployment's, not the claimant's ---------------------------------------------------
+
+
+def test_a_claimant_cannot_shorten_the_deadlines(podium_env: PodiumEnv) -> None:
+    """The old request fields are ignored: the claim waits the deployment's 30 days for the adjuster."""
+    body = claim(approvalTimeoutMs=1, recordsTimeoutMs=1)
+    claim_id = body["claimId"]
+    file_claim(podium_env, body)
+    waiting = wait_phase(podium_env, claim_id, "awaiting_approval")
+    asked = dt.datetime.fromisoformat(waiting["history"][-1]["at"])  # when it reached the adjuster
+    deadline = dt.datetime.fromisoformat(waiting["metadata"]["approvalDeadline"])
+    assert deadline - asked > dt.timedelta(days=29)
+    assert filed(podium_env, claim_id)["status"] == "delivered"  # the records did not time out either
+    podium_env.call(f"/ClaimSaga/{claim_id}/Reject", {"comment": "cleanup"})
+    assert outcome(podium_env, claim_id)["status"] == "rejected"
+
+
+# -- doors: private handlers, and who decided ---------------------------------------------------------------
+
+
+def test_the_records_requests_cannot_be_changed_through_the_ingress(podium_env: PodiumEnv) -> None:
+    body = claim("POL-3001")
+    claim_id = body["claimId"]
+    file_claim(podium_env, body)
+    before = filed(podium_env, claim_id)
+    assert before["status"] == "requested"
+
+    podium_env.assert_private(f"/MedicalRecordsService/{claim_id}/Withdraw")
+    forged = {
+        "policyId": "POL-3001",
+        "customerId": "cust-erin",
+        "incidentDate": "2025-03-14",
+        "description": "x",
+        "callbackId": before["callbackId"],
+    }
+    other = new_key("claim")
+    podium_env.assert_private(f"/MedicalRecordsService/{other}/Request", forged)
+    podium_env.assert_private(f"/MedicalRecordsService/{claim_id}/Get")
+
+    assert records_file(podium_env, claim_id) == before  # still waiting for the provider
+    assert records_file(podium_env, other) is None  # nothing was filed
+    assert status(podium_env, claim_id)["phase"] == "awaiting_records"
+    deliver(podium_env, claim_id, {"covered": False, "findings": "cleanup"})
+    assert outcome(podium_env, claim_id)["status"] == "rejected"
+
+
+@pytest.mark.parametrize("handler", ["Approve", "Reject"])
+def test_the_decision_is_recorded_as_the_verified_subject(podium_env: PodiumEnv, handler: str) -> None:
+    body = claim()
+    claim_id = body["claimId"]
+    file_claim(podium_env, body)
+    wait_phase(podium_env, claim_id, "awaiting_approval")
+    response = podium_env.post(
+        f"/ClaimSaga/{claim_id}/{handler}",
+        {"approved": False, "by": "adjuster-mallory", "comment": "not an accident"},
+        headers={SUBJECT_HEADER: "adjuster-zoe"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["decision"]["by"] == "adjuster-zoe"
+    result = outcome(podium_env, claim_id)
+    assert result["approval"] == {"approved": False, "by": "adjuster-zoe", "comment": "not an accident"}
+    assert result["reason"] == "rejected by adjuster-zoe: not an accident"
+    assert status(podium_env, claim_id)["metadata"]["reason"] == result["reason"]
+
+
+def test_the_records_are_recorded_as_sent_by_the_verified_subject(podium_env: PodiumEnv) -> None:
+    body = claim("POL-3001")
+    claim_id = body["claimId"]
+    file_claim(podium_env, body)
+    filed(podium_env, claim_id)
+    records = {"covered": True, "findings": "fracture", "provider": "st-mallory"}
+    response = podium_env.post(
+        f"/MedicalRecordsService/{claim_id}/Deliver", records, headers={SUBJECT_HEADER: "st-mary-lab"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["records"]["provider"] == "st-mary-lab"
+    wait_phase(podium_env, claim_id, "awaiting_approval")
+    podium_env.call(f"/ClaimSaga/{claim_id}/Reject", {"comment": "cleanup"})
+    assert outcome(podium_env, claim_id)["records"] == {**records, "provider": "st-mary-lab"}

@@ -36,8 +36,18 @@ def engine(podium_private_engine: Engine) -> Engine:
 
 
 @pytest.fixture
-def deployment_pair(engine: Engine, tmp_path: Path) -> Iterator[tuple[PodiumEnv, DeploymentProcess]]:
-    with process_env(engine, "tests.systems.insurance.apps:app", log_file=tmp_path / "insurance.log") as pair:
+def settings_env() -> dict[str, str]:
+    """The deployment's settings, as its environment (a test parametrizes this to change a deadline)."""
+    return {}
+
+
+@pytest.fixture
+def deployment_pair(
+    engine: Engine, tmp_path: Path, settings_env: dict[str, str]
+) -> Iterator[tuple[PodiumEnv, DeploymentProcess]]:
+    with process_env(
+        engine, "tests.systems.insurance.apps:app", log_file=tmp_path / "insurance.log", env=settings_env
+    ) as pair:
         yield pair
 
 
@@ -112,8 +122,9 @@ def test_kill_9_while_the_provider_is_about_to_call_back(
     assert_paid_once(env, claim_id)
 
 
+@pytest.mark.parametrize("settings_env", [{"PODIUM_INSURANCE_APPROVAL_DEADLINE": "PT4S"}])
 def test_the_approval_deadline_survives_an_engine_restart(env: PodiumEnv, engine: Engine) -> None:
-    body = claim(approvalTimeoutMs=4_000)
+    body = claim()
     claim_id = body["claimId"]
     file_claim(env, body)
     waiting = wait_phase(env, claim_id, "awaiting_approval")

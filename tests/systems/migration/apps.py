@@ -1,7 +1,6 @@
 """The migration app, importable by a deployment process for crash tests."""
 
-import restate
-
+import podium
 from services.migration.saga import SERVICES
 
-app = restate.app(services=SERVICES)
+app = podium.app(services=SERVICES)

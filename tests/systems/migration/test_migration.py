@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from podium.runtime import DeploymentProcess, Engine
-from podium.testing import PodiumEnv, assert_eventually, process_env
+from podium.testing import PodiumEnv, assert_eventually, process_env, stuck_invocations
 from services.migration import stores
+from services.migration.saga import MAX_BATCH, MAX_BATCH_SIZE
 from tests.systems.migration.conftest import seeded
 
 pytestmark = pytest.mark.engine
@@ -137,6 +138,51 @@ def test_bad_input_is_a_400(podium_env: PodiumEnv, key: str, body: dict[str, Any
     response = podium_env.post(f"/MigrationSaga/{key}/Run", body)
     assert response.status_code == 400
     assert message in response.json()["message"]
+
+
+@pytest.mark.parametrize("field", ["batch", "size"])
+def test_a_batch_number_or_size_sqlite_cannot_hold_is_a_400(podium_env: PodiumEnv, field: str) -> None:
+    service_id = seeded(podium_env, 10)
+    request = {"serviceId": service_id, "batch": 0, "size": 10, field: 2**63}
+    response = podium_env.post_private("/MigrationData/CopyBatch", request)
+    assert response.status_code == 400, response.text
+    assert f"{field}: Input should be less than or equal to" in response.json()["message"]
+    assert stores.count(service_id, "new") == 0
+    assert [i for i in stuck_invocations(podium_env.admin_url) if "CopyBatch" in i["target"]] == []
+
+
+def test_the_largest_batch_allowed_still_fits_in_sqlite(podium_env: PodiumEnv) -> None:
+    service_id = seeded(podium_env, 10)
+    last = {"serviceId": service_id, "batch": MAX_BATCH, "size": MAX_BATCH_SIZE}
+    assert podium_env.call_private("/MigrationData/CopyBatch", last) == 0  # past the end: nothing to copy
+
+
+def test_a_row_id_sqlite_cannot_hold_is_a_400(podium_env: PodiumEnv) -> None:
+    service_id = seeded(podium_env, 10)
+    response = podium_env.post("/MigrationData/Write", {"serviceId": service_id, "id": 2**63, "payload": "x"})
+    assert response.status_code == 400, response.text
+    assert "id: Input should be less than or equal to 9223372036854775807" in response.json()["message"]
+    assert stores.count(service_id, "legacy") == 10
+
+
+def test_the_migration_steps_are_closed_to_clients_and_change_nothing(podium_env: PodiumEnv) -> None:
+    service_id = seeded(podium_env, 10)
+    before = podium_env.call("/MigrationData/Verify", {"serviceId": service_id})
+    ref = {"serviceId": service_id}
+    for path, body in [
+        ("/MigrationData/SetDualWrite", {**ref, "enabled": True}),
+        ("/MigrationData/CopyBatch", {**ref, "batch": 0, "size": 10}),
+        ("/MigrationData/SwitchTraffic", ref),
+        ("/MigrationData/DisableLegacy", ref),
+    ]:
+        podium_env.assert_private(path, body)
+
+    after = podium_env.call("/MigrationData/Verify", ref)
+    assert after == before
+    assert (after["newRows"], after["routing"]) == (
+        0,
+        {"primary": "legacy", "dualWrite": False, "legacyEnabled": True},
+    )
 
 
 # -- crashes -------------------------------------------------------------------------------------------

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from podium import SUBJECT_HEADER
 from podium.testing import PodiumEnv, assert_eventually, new_key
+from services.patterns import settings
+from services.patterns.settings import PatternsSettings
 
 pytestmark = pytest.mark.engine
 
@@ -72,23 +76,63 @@ def test_racing_times_out(podium_env: PodiumEnv) -> None:
 
 
 # Pattern 5
-def test_approval_is_approved_or_escalates_on_timeout(podium_env: PodiumEnv) -> None:
+def test_approval_is_approved_or_escalates_on_timeout(
+    podium_env: PodiumEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
     key = new_key("req")
-    podium_env.send(f"/ApprovalWorkflow/{key}/Run", {"requestId": key, "amount": 250.0, "timeoutMs": 60_000})
-    assert_eventually(
-        lambda: podium_env.call(f"/ApprovalWorkflow/{key}/GetStatus")["phase"] == "awaiting-approval"
+    podium_env.send(f"/ApprovalWorkflow/{key}/Run", {"requestId": key, "amount": 250.0})
+    waiting = assert_eventually(
+        lambda: (
+            (s := podium_env.call(f"/ApprovalWorkflow/{key}/GetStatus"))["phase"] == "awaiting-approval" and s
+        )
     )
-    podium_env.call(f"/ApprovalWorkflow/{key}/Approve", {"by": "dana"})
+    assert waiting["metadata"] == {"amount": 250.0, "deadlineMs": 24 * 3600 * 1000}  # the seed's 24 h
+    podium_env.call(f"/ApprovalWorkflow/{key}/Approve", {"by": "dana"})  # the ingress is a trusted door
     done = assert_eventually(
         lambda: (s := podium_env.call(f"/ApprovalWorkflow/{key}/GetStatus"))["isComplete"] and s
     )
     assert done["phase"] == "approved"
 
+    monkeypatch.setattr(settings, "SETTINGS", PatternsSettings(approval_deadline=timedelta(milliseconds=300)))
     late = new_key("req")
-    answer = podium_env.call(
-        f"/ApprovalWorkflow/{late}/Run", {"requestId": late, "amount": 10.0, "timeoutMs": 300}
-    )
+    answer = podium_env.call(f"/ApprovalWorkflow/{late}/Run", {"requestId": late, "amount": 10.0})
     assert answer == {"requestId": late, "outcome": "escalated", "by": None}
+
+
+def test_the_approval_deadline_is_the_deployments_not_the_callers(podium_env: PodiumEnv) -> None:
+    key = new_key("req")
+    # A client asking for a 300 ms deadline gets the deployment's setting (24 h) instead.
+    podium_env.send(f"/ApprovalWorkflow/{key}/Run", {"requestId": key, "amount": 5, "timeoutMs": 300})
+    waiting = assert_eventually(
+        lambda: (
+            (s := podium_env.call(f"/ApprovalWorkflow/{key}/GetStatus"))["phase"] == "awaiting-approval" and s
+        )
+    )
+    assert waiting["metadata"]["deadlineMs"] == 24 * 3600 * 1000
+    podium_env.call(f"/ApprovalWorkflow/{key}/Reject", {"comment": "no"})
+    assert_eventually(lambda: podium_env.call(f"/ApprovalWorkflow/{key}/GetStatus")["phase"] == "rejected")
+
+
+def test_the_decider_is_the_verified_subject_not_the_body(podium_env: PodiumEnv) -> None:
+    key = new_key("req")
+    podium_env.send(f"/ApprovalWorkflow/{key}/Run", {"requestId": key, "amount": 99.99})
+    decision = podium_env.post(
+        f"/ApprovalWorkflow/{key}/Approve",
+        {"by": "mallory", "comment": "looks fine"},
+        headers={SUBJECT_HEADER: "alice"},  # what the gateway sets from alice's token
+    )
+    assert decision.status_code == 200, decision.text
+    result = podium_env.client.get(f"/restate/workflow/ApprovalWorkflow/{key}/attach")
+    assert result.json() == {"requestId": key, "outcome": "approved", "by": "alice"}
+
+
+@pytest.mark.parametrize("amount", [0.001, 5e-324, 1e10, 0, "lots"])
+def test_approval_money_outside_the_amount_rule_is_a_400(podium_env: PodiumEnv, amount: Any) -> None:
+    key = new_key("req")
+    response = podium_env.post(f"/ApprovalWorkflow/{key}/Run", {"requestId": key, "amount": amount})
+    assert response.status_code == 400, response.text
+    assert response.json()["message"].startswith("invalid request: amount:")
+    assert podium_env.call(f"/ApprovalWorkflow/{key}/GetStatus")["phase"] == "pending"  # never waited
 
 
 # Pattern 6
@@ -105,6 +149,39 @@ def test_saga_with_partial_compensation(podium_env: PodiumEnv) -> None:
     assert failed["status"] == "rolled_back"
     assert "compensated: debit-account" in failed["reason"]  # the failed analytics step is not compensated
     assert failed["balance"] == 900.0
+    cents = podium_env.call(
+        "/PatternCatalog/ComplexTransaction", {"id": new_key("tx"), "accountId": account, "amount": 0.1}
+    )
+    assert cents["balance"] == 899.9  # summed in cents, never 899.9000000000001
+
+
+@pytest.mark.parametrize("amount", [0.001, 5e-324, 1e10, -5, "lots"])
+def test_transaction_money_outside_the_amount_rule_is_a_400(podium_env: PodiumEnv, amount: Any) -> None:
+    account = new_key("acct")
+    body = {"id": new_key("tx"), "accountId": account, "amount": amount}
+    response = podium_env.post("/PatternCatalog/ComplexTransaction", body)
+    assert response.status_code == 400, response.text
+    assert response.json()["message"].startswith("invalid request: amount:")
+    assert podium_env.call_private(f"/DemoAccount/{account}/Balance") == 1_000.0
+
+
+def test_the_ingress_refuses_the_demo_account_and_nothing_changes(podium_env: PodiumEnv) -> None:
+    account = new_key("acct")
+    podium_env.call(
+        "/PatternCatalog/ComplexTransaction", {"id": new_key("tx"), "accountId": account, "amount": 100}
+    )
+    before = podium_env.call_private(f"/DemoAccount/{account}/Balance")
+    for path, body in [
+        (f"/DemoAccount/{account}/Credit", {"txId": new_key("tx"), "amount": 1_000_000}),
+        (f"/DemoAccount/{account}/Debit", {"txId": new_key("tx"), "amount": 900}),
+        (f"/DemoAccount/{account}/Balance", None),
+        ("/Analytics/Remove", {"id": "tx", "accountId": account, "amount": 1}),
+        ("/UserDirectory/KycCompleted", {"userId": "u"}),
+        ("/DataStores/Primary", {"query": "q"}),
+    ]:
+        podium_env.assert_private(path, body)
+    assert before == 900.0
+    assert podium_env.call_private(f"/DemoAccount/{account}/Balance") == before
 
 
 # Pattern 7

@@ -1,7 +1,6 @@
 """The pipeline app, importable by a deployment process for crash tests."""
 
-import restate
-
+import podium
 from services.pipeline.app import SERVICES
 
-app = restate.app(services=SERVICES)
+app = podium.app(services=SERVICES)

@@ -1,19 +1,29 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from podium.testing import PodiumEnv, assert_eventually, new_key
-from services.pipeline import environments
-from tests.systems.pipeline.apps import app
+from services.pipeline import environments, settings
+from services.pipeline.settings import PipelineSettings
 
 
 @pytest.fixture
 def podium_app() -> Any:
+    # Imported here, not at the top: pytest loads this conftest before the harness has made the engine's
+    # request-identity key, and an app built without it refuses every request.
+    from tests.systems.pipeline.apps import app
+
     return app
+
+
+def configure(monkeypatch: pytest.MonkeyPatch, **deadlines: timedelta) -> None:
+    """Run the in-process deployment with these deadlines (the rest stay the defaults) for one test."""
+    monkeypatch.setattr(settings, "SETTINGS", PipelineSettings(**deadlines))
 
 
 def fresh_app() -> str:

@@ -29,7 +29,7 @@ def crash_env(engine: Engine, tmp_path: Path) -> Iterator[tuple[PodiumEnv, Deplo
 
 def waiting_pipeline(env: PodiumEnv, app: str) -> str:
     pipeline_id = new_key("pipe")
-    env.send(f"/{PIPELINE}/{pipeline_id}/Run", {"app": app, "version": "3.0.0", "approvalTimeoutMs": 120_000})
+    env.send(f"/{PIPELINE}/{pipeline_id}/Run", {"app": app, "version": "3.0.0"})
     wait_for_phase(env, PIPELINE, pipeline_id, "awaiting-approval")
     return pipeline_id
 

@@ -17,9 +17,9 @@ SAGA = "DeploymentSaga"
 
 
 def publish(env: PodiumEnv, app: str, version: str, variant: str = "ok") -> str:
-    """Build the sample (``variant``) and publish it as ``<app>:<version>``."""
+    """Build the sample (``variant``) and publish it as ``<app>:<version>`` (a private stage: from inside)."""
     tag = f"{app}:{version}"
-    built = env.call("/BuildService/Build", {"imageTag": tag, "version": version, "variant": variant})
+    built = env.call_private("/BuildService/Build", {"imageTag": tag, "version": version, "variant": variant})
     assert built["imageTag"] == tag
     return tag
 
@@ -179,7 +179,7 @@ def test_a_tag_is_immutable(podium_env: PodiumEnv) -> None:
     app = fresh_app()
     publish(podium_env, app, "1.0.0")
     publish(podium_env, app, "1.0.0")  # the same bytes again: fine
-    response = podium_env.post(
+    response = podium_env.post_private(
         "/BuildService/Build", {"imageTag": f"{app}:1.0.0", "version": "1.0.0", "variant": "insecure"}
     )
     assert response.status_code == 409

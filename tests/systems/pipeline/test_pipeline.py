@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 
+from podium import SUBJECT_HEADER
 from podium.testing import PodiumEnv, new_key
 from services.pipeline import builder, environments
 from tests.systems.pipeline.conftest import (
+    configure,
     fresh_app,
     pointer,
     result_of,
@@ -26,7 +28,7 @@ PIPELINE = "PipelineOrchestrator"
 
 
 def body(app: str, version: str, variant: str = "ok", **extra: Any) -> dict[str, Any]:
-    return {"app": app, "version": version, "variant": variant, "approvalTimeoutMs": 60_000, **extra}
+    return {"app": app, "version": version, "variant": variant, **extra}
 
 
 def run(env: PodiumEnv, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -59,13 +61,15 @@ def at(text: str) -> dt.datetime:
 
 def test_a_pipeline_ships_to_production_after_approval_and_runs_once(podium_env: PodiumEnv) -> None:
     app = fresh_app()
-    request = body(app, "1.0.0")
+    request = body(app, "1.0.0", approvalTimeoutMs=1)  # not the client's to set: ignored
     pipeline_id = start(podium_env, request)
 
     waiting = status_or_none(podium_env, PIPELINE, pipeline_id)
     assert waiting is not None
     assert waiting["isComplete"] is False
-    assert waiting["metadata"]["approval"]["outcome"] == "waiting"
+    approval = waiting["metadata"]["approval"]
+    assert approval["outcome"] == "waiting"
+    assert at(approval["deadlineAt"]) - at(approval["requestedAt"]) == dt.timedelta(hours=24)  # the setting
     assert waiting["result"] is None
     assert pointer(app, "staging") == "releases/1.0.0"  # staged and tested, production untouched
     assert pointer(app, "production") is None
@@ -243,10 +247,13 @@ def test_a_first_release_failing_integration_leaves_staging_empty(podium_env: Po
     assert switches(app, "staging") == [("deploy", None, "0.1.0"), ("rollback", "0.1.0", None)]
 
 
-def test_no_decision_before_the_deadline_stops_the_pipeline(podium_env: PodiumEnv) -> None:
+def test_no_decision_before_the_deadline_stops_the_pipeline(
+    podium_env: PodiumEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure(monkeypatch, approval_timeout=dt.timedelta(milliseconds=500))
     app = fresh_app()
     pipeline_id = new_key("pipe")
-    result = podium_env.call(f"/{PIPELINE}/{pipeline_id}/Run", body(app, "1.0.0", approvalTimeoutMs=500))
+    result = podium_env.call(f"/{PIPELINE}/{pipeline_id}/Run", body(app, "1.0.0"))
     assert result["status"] == "approval_timed_out"
     assert result["failedStage"] == "approval"
     assert result["reason"].startswith("no decision before the deadline (")
@@ -294,7 +301,6 @@ def test_deciding_a_pipeline_that_is_not_waiting_is_refused(podium_env: PodiumEn
         ("p-ok", {"version": "1.0"}, "version: String should match pattern"),
         ("p-ok", {"version": "1.0.0", "variant": "flaky"}, "variant: Input should be 'ok', 'broken-build'"),
         ("p-ok", {"version": "1.0.0", "app": "Shop App"}, "app: String should match pattern"),
-        ("p-ok", {"version": "1.0.0", "approvalTimeoutMs": 0}, "approvalTimeoutMs: Input should be greater"),
         ("bad!id", {"version": "1.0.0"}, "pipelineId (the key): 'bad!id' must match"),
     ],
 )
@@ -304,3 +310,60 @@ def test_bad_input_is_a_400(
     response = podium_env.post(f"/{PIPELINE}/{key}/Run", request_body)
     assert response.status_code == 400
     assert message in response.json()["message"]
+
+
+# -- doors: who decided, and what only the orchestrators may call ------------------------------------------
+
+
+@pytest.mark.parametrize("handler", ["Approve", "Reject"])
+def test_the_decision_is_recorded_as_the_verified_subject(podium_env: PodiumEnv, handler: str) -> None:
+    app = fresh_app()
+    pipeline_id = start(podium_env, body(app, "1.0.0"))
+    response = podium_env.post(
+        f"/{PIPELINE}/{pipeline_id}/{handler}",
+        {"approved": False, "by": "mallory", "comment": "not this week"},
+        headers={SUBJECT_HEADER: "release-manager-rita"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["decision"]["by"] == "release-manager-rita"
+    result = result_of(podium_env, PIPELINE, pipeline_id)
+    assert result["status"] == "rejected"
+    assert (result["approval"]["by"], result["approval"]["comment"]) == (
+        "release-manager-rita",
+        "not this week",
+    )
+    assert (
+        result["reason"]
+        == "production deploy rejected by release-manager-rita: not this week; production untouched"
+    )
+    gate = podium_env.call_private(f"/PipelineApproval/{pipeline_id}/Get")
+    assert gate["decision"]["by"] == "release-manager-rita"
+
+
+def test_the_stage_and_gate_handlers_are_closed_to_clients_and_change_nothing(podium_env: PodiumEnv) -> None:
+    app = fresh_app()
+    pipeline_id = start(podium_env, body(app, "1.0.0"))
+    gate_before = podium_env.call_private(f"/PipelineApproval/{pipeline_id}/Get")
+    run = f"pipeline/{pipeline_id}"
+    tag = f"{app}:1.0.0"
+    for path, request in [
+        (f"/PipelineApproval/{pipeline_id}/Decide", {"approved": True, "by": "mallory"}),  # skip the approval
+        (f"/PipelineApproval/{pipeline_id}/Close", None),
+        ("/DeployService/Deploy", {"run": run, "imageTag": tag, "environment": "production"}),
+        ("/DeployService/Rollback", {"run": run, "app": app, "environment": "staging"}),
+        ("/DeployService/UpdateDns", {"run": run, "hostname": f"{app}.podium.test", "imageTag": tag}),
+        ("/BuildService/Build", {"imageTag": f"{app}:9.9.9", "version": "9.9.9", "variant": "insecure"}),
+    ]:
+        podium_env.assert_private(path, request)
+
+    assert podium_env.call_private(f"/PipelineApproval/{pipeline_id}/Get") == gate_before  # still waiting
+    assert pointer(app, "production") is None
+    assert pointer(app, "staging") == "releases/1.0.0"
+    assert switches(app, "staging") == [("deploy", None, "1.0.0")]
+    assert environments.zone().get(f"{app}.podium.test") is None
+    assert builder.get_image(f"{app}:9.9.9") is None
+    status = status_or_none(podium_env, PIPELINE, pipeline_id)
+    assert status is not None
+    assert status["phase"] == "awaiting-approval"
+    decide(podium_env, pipeline_id, "Reject", {"comment": "cleanup"})
+    assert result_of(podium_env, PIPELINE, pipeline_id)["status"] == "rejected"

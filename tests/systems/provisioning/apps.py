@@ -1,8 +1,7 @@
 """The provisioning app with the shared services it calls, importable by a deployment process."""
 
-import restate
-
+import podium
 from services.common.app import SERVICES as COMMON
 from services.provisioning.app import SERVICES as PROVISIONING
 
-app = restate.app(services=[*PROVISIONING, *COMMON])
+app = podium.app(services=[*PROVISIONING, *COMMON])

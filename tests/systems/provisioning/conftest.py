@@ -10,11 +10,14 @@ import pytest
 
 from podium.testing import PodiumEnv, new_key
 from services.provisioning import stores
-from tests.systems.provisioning.apps import app
 
 
 @pytest.fixture
 def podium_app() -> Any:
+    # Imported here, not at the top: pytest loads this conftest before the podium plugin has put the
+    # engine's request-identity key in the environment, and the app reads it when it is built.
+    from tests.systems.provisioning.apps import app
+
     return app
 
 
@@ -100,3 +103,9 @@ def resource_counts(tenant_id: str) -> dict[str, int]:
         "realms": realms[0][0],
         "billingAccounts": accounts[0][0],
     }
+
+
+def secret_of(tenant_id: str) -> dict[str, Any]:
+    """The admin client's secret file, as an operator on the provider's host reads it."""
+    found: dict[str, Any] = json.loads(stores.secret_file(tenant_id).read_text())
+    return found

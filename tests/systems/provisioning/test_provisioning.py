@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import stat
 from typing import Any
 
+import httpx
 import pytest
 
-from podium.testing import PodiumEnv, assert_eventually, new_key
+from podium.testing import PodiumEnv, assert_eventually, engine_holds, new_key
 from services.common.providers import MailProvider
 from services.provisioning import stores
 from tests.systems.provisioning.conftest import (
@@ -18,6 +20,7 @@ from tests.systems.provisioning.conftest import (
     provision,
     resource_counts,
     rows,
+    secret_of,
     tenant_request,
     tenant_rows,
 )
@@ -68,7 +71,7 @@ def test_success_creates_every_resource_on_disk(podium_env: PodiumEnv) -> None:
     assert tenant["storage"]["location"] == str(bucket)
     assert tenant["storage"]["quotaGb"] == 100
 
-    # The realm: credentials stored hashed.
+    # The realm: credentials stored hashed, the secret in its owner-only file.
     realm = rows(
         stores.auth_path(),
         "select realm, client_id, admin_email, secret_hash from realms where tenant_id = ?",
@@ -76,8 +79,19 @@ def test_success_creates_every_resource_on_disk(podium_env: PodiumEnv) -> None:
     )
     assert len(realm) == 1
     assert realm[0][:3] == (f"tenant-{tenant_id}", tenant["auth"]["clientId"], body["adminEmail"])
-    assert len(realm[0][3]) == 64  # a SHA-256 hex digest, not a secret
-    assert set(tenant["auth"]) == {"tenantId", "realm", "clientId", "adminEmail", "secretVersion"}
+    assert realm[0][3].startswith("$argon2id$")
+    assert set(tenant["auth"]) == {
+        "tenantId",
+        "realm",
+        "clientId",
+        "adminEmail",
+        "secretVersion",
+        "secretFile",
+    }
+    assert tenant["auth"]["secretFile"] == str(stores.secret_file(tenant_id))
+    issued = secret_of(tenant_id)
+    assert (issued["clientId"], issued["secretVersion"]) == (tenant["auth"]["clientId"], 1)
+    assert stores.verify_secret(tenant_id, issued["clientId"], issued["clientSecret"]) is True
 
     # The billing account.
     account = rows(
@@ -124,10 +138,10 @@ def test_status_has_phase_progress_steps_and_the_saga_log(podium_env: PodiumEnv)
 def test_each_resource_service_reads_its_resource_back(podium_env: PodiumEnv) -> None:
     tenant_id = new_key("tenant")
     tenant = provision(podium_env, tenant_id, tenant_request())
-    assert podium_env.call(f"/DatabaseService/{tenant_id}/Get") == tenant["database"]
-    assert podium_env.call(f"/StorageService/{tenant_id}/Get") == tenant["storage"]
-    assert podium_env.call(f"/AuthService/{tenant_id}/Get") == tenant["auth"]
-    assert podium_env.call(f"/BillingService/{tenant_id}/Get") == tenant["billing"]
+    assert podium_env.call_private(f"/DatabaseService/{tenant_id}/Get") == tenant["database"]
+    assert podium_env.call_private(f"/StorageService/{tenant_id}/Get") == tenant["storage"]
+    assert podium_env.call_private(f"/AuthService/{tenant_id}/Get") == tenant["auth"]
+    assert podium_env.call_private(f"/BillingService/{tenant_id}/Get") == tenant["billing"]
 
 
 def test_status_of_an_unknown_tenant_is_404(podium_env: PodiumEnv) -> None:
@@ -356,18 +370,19 @@ def test_creates_and_deletes_are_idempotent(podium_env: PodiumEnv) -> None:
         "BillingService": {"plan": "free", "billingEmail": email},
     }
     for service, body in creates.items():
-        first = podium_env.call(f"/{service}/{tenant_id}/Create", body)
-        assert podium_env.call(f"/{service}/{tenant_id}/Create", body) == first
+        first = podium_env.call_private(f"/{service}/{tenant_id}/Create", body)
+        assert podium_env.call_private(f"/{service}/{tenant_id}/Create", body) == first
     assert on_disk(tenant_id) == EVERYTHING
     assert resource_counts(tenant_id) == {"databases": 1, "buckets": 1, "realms": 1, "billingAccounts": 1}
     assert tenant_rows(tenant_id)["audit_log"] == 1
 
     for service in creates:
-        assert podium_env.call(f"/{service}/{tenant_id}/Delete")["existed"] is True
-        assert podium_env.call(f"/{service}/{tenant_id}/Delete")["existed"] is False
-        response = podium_env.post(f"/{service}/{tenant_id}/Get")
+        assert podium_env.call_private(f"/{service}/{tenant_id}/Delete")["existed"] is True
+        assert podium_env.call_private(f"/{service}/{tenant_id}/Delete")["existed"] is False
+        response = podium_env.post_private(f"/{service}/{tenant_id}/Get")
         assert response.status_code == 404
     assert on_disk(tenant_id) == NOTHING
+    assert not stores.secret_file(tenant_id).exists()  # the realm's delete takes its secret with it
     assert [op for op in stores.operations(tenant_id) if " create " in op] == [
         f"{r} create {outcome}"
         for r in ("database", "bucket", "realm", "billing")
@@ -378,35 +393,96 @@ def test_creates_and_deletes_are_idempotent(podium_env: PodiumEnv) -> None:
 def test_deleting_what_was_never_created_is_fine(podium_env: PodiumEnv) -> None:
     tenant_id = new_key("tenant")
     for service in ("DatabaseService", "StorageService", "AuthService", "BillingService"):
-        assert podium_env.call(f"/{service}/{tenant_id}/Delete")["existed"] is False
+        assert podium_env.call_private(f"/{service}/{tenant_id}/Delete")["existed"] is False
     assert on_disk(tenant_id) == NOTHING
 
 
-def test_resource_services_refuse_ids_that_are_not_tenant_ids(podium_env: PodiumEnv) -> None:
-    response = podium_env.post("/StorageService/..%2F..%2Fetc/Delete")
+@pytest.mark.parametrize("key", ["..", "..%2F..%2Fetc", "Tenant"])
+def test_resource_services_refuse_ids_that_are_not_tenant_ids(podium_env: PodiumEnv, key: str) -> None:
+    response = podium_env.post_private(f"/StorageService/{key}/Delete")
     assert response.status_code == 400
     assert "tenantId (the key)" in response.json()["message"]
 
 
-def test_the_secret_is_only_stored_hashed_and_shown_once_per_rotation(podium_env: PodiumEnv) -> None:
+RESOURCES = ["DatabaseService", "StorageService", "AuthService", "BillingService"]
+
+
+@pytest.mark.parametrize("service", RESOURCES)
+@pytest.mark.parametrize("handler", ["Create", "Delete"])
+def test_resource_services_are_refused_at_the_ingress_and_change_nothing(
+    podium_env: PodiumEnv, service: str, handler: str
+) -> None:
+    tenant_id, body = new_key("tenant"), tenant_request()
+    provision(podium_env, tenant_id, body)
+    operations, secret = stores.operations(tenant_id), secret_of(tenant_id)
+    create = {"name": "Evil", "adminEmail": "e@evil.example.com", "plan": "free", "billingEmail": "e@e.io"}
+    fresh = new_key("tenant")
+
+    # A Delete would undo one piece of a provisioned tenant; a Create would make a resource outside any saga.
+    for key in (tenant_id, fresh):
+        podium_env.assert_private(f"/{service}/{key}/{handler}", create if handler == "Create" else None)
+    assert on_disk(tenant_id) == EVERYTHING
+    assert on_disk(fresh) == NOTHING
+    assert stores.operations(tenant_id) == operations
+    assert stores.operations(fresh) == []
+    assert secret_of(tenant_id) == secret
+
+
+def test_no_secret_reaches_the_engine_and_the_file_is_the_owners_only(podium_env: PodiumEnv) -> None:
     tenant_id = new_key("tenant")
     tenant = provision(podium_env, tenant_id, tenant_request())
     client_id = tenant["auth"]["clientId"]
+    first = secret_of(tenant_id)["clientSecret"]
 
     issued = podium_env.call(f"/AuthService/{tenant_id}/RotateSecret")
-    assert issued["clientId"] == client_id
-    assert issued["secretVersion"] == 2
-    secret = issued["clientSecret"]
-    verify = f"/AuthService/{tenant_id}/VerifySecret"
-    assert podium_env.call(verify, {"clientId": client_id, "clientSecret": secret}) == {"valid": True}
-    assert podium_env.call(verify, {"clientId": client_id, "clientSecret": secret + "x"}) == {"valid": False}
+    path = stores.secret_file(tenant_id)
+    assert issued == {"clientId": client_id, "secretVersion": 2, "secretFile": str(path)}
+    second = secret_of(tenant_id)
+    assert (second["clientId"], second["secretVersion"]) == (client_id, 2)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
 
-    for path in stores.auth_path().parent.glob("auth.db*"):  # the database and its write-ahead log
-        assert secret.encode() not in path.read_bytes()
-    assert "clientSecret" not in podium_env.call(f"/AuthService/{tenant_id}/Get")
-    assert "clientSecret" not in json.dumps(get_status(podium_env, tenant_id))
+    # The engine holds what the handlers journaled and stored: the client id, never a secret.
+    assert engine_holds(podium_env.admin_url, client_id) != []  # the search finds what is there
+    for secret in (first, second["clientSecret"]):
+        assert engine_holds(podium_env.admin_url, secret) == []
+        for file in stores.auth_path().parent.glob("realms.db*"):  # the store and its write-ahead log
+            assert secret.encode() not in file.read_bytes()
+    assert "clientSecret" not in json.dumps(
+        podium_env.call(f"/ProvisioningOrchestrator/{tenant_id}/GetStatus")
+    )
 
-    podium_env.call(f"/AuthService/{tenant_id}/RotateSecret")  # the old secret stops working
-    assert podium_env.call(verify, {"clientId": client_id, "clientSecret": secret}) == {"valid": False}
-    response = podium_env.post(f"/AuthService/{new_key('tenant')}/RotateSecret")
-    assert response.status_code == 404
+
+def test_a_rotation_replaces_the_secret_and_only_the_store_checks_it(podium_env: PodiumEnv) -> None:
+    tenant_id = new_key("tenant")
+    client_id = provision(podium_env, tenant_id, tenant_request())["auth"]["clientId"]
+    first = secret_of(tenant_id)["clientSecret"]
+    assert stores.verify_secret(tenant_id, client_id, first) is True
+    assert stores.verify_secret(tenant_id, client_id, first + "x") is False
+    assert stores.verify_secret(tenant_id, "cli_someone_else", first) is False
+
+    podium_env.call(f"/AuthService/{tenant_id}/RotateSecret")
+    second = secret_of(tenant_id)["clientSecret"]
+    assert second != first
+    assert stores.verify_secret(tenant_id, client_id, first) is False  # the old secret stops working
+    assert stores.verify_secret(tenant_id, client_id, second) is True
+    assert podium_env.call_private(f"/AuthService/{tenant_id}/Get")["secretVersion"] == 2
+    assert podium_env.post(f"/AuthService/{new_key('tenant')}/RotateSecret").status_code == 404
+    # No handler takes a secret (its input would be journaled): the old VerifySecret is gone.
+    # On a connection of its own: the ingress may close one after refusing a body it did not read.
+    gone = httpx.post(f"{podium_env.ingress_url}/AuthService/{tenant_id}/VerifySecret", json={}, timeout=30)
+    assert gone.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("client_id", "secret"),
+    [("clïent-é", "secret"), ("cli_ok", "sécret-ü"), ("", ""), ("\x00", "\ud800")],
+    ids=["non-ascii-client-id", "non-ascii-secret", "empty", "control-and-surrogate"],
+)
+def test_any_text_is_an_answer_from_the_secret_check_never_an_error(
+    podium_env: PodiumEnv, client_id: str, secret: str
+) -> None:
+    # Once a 500: hmac.compare_digest refuses str with non-ASCII characters. Compared as bytes now.
+    tenant_id = new_key("tenant")
+    provision(podium_env, tenant_id, tenant_request())
+    assert stores.verify_secret(tenant_id, client_id, secret) is False

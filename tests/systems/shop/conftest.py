@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import restate
 
-from podium.testing import PodiumEnv, new_key
+import podium
+from podium import SUBJECT_HEADER
+from podium.testing import PodiumEnv, new_key, stuck_invocations
 from services.common.app import SERVICES as COMMON_SERVICES
 from services.shop.app import SERVICES as SHOP_SERVICES
 
-shop = restate.app(services=[*SHOP_SERVICES, *COMMON_SERVICES])
+shop = podium.app(services=[*SHOP_SERVICES, *COMMON_SERVICES])
 """Also served in a process of its own by the crash test (``tests.systems.shop.conftest:shop``)."""
 
 
@@ -41,9 +42,17 @@ def order_body(**overrides: Any) -> dict[str, Any]:
     return body
 
 
-def place(env: PodiumEnv, order_id: str, body: dict[str, Any]) -> dict[str, Any]:
-    """Place an order and return the answer (failing the test on an error status)."""
-    result: dict[str, Any] = env.call(f"/ShopOrder/{order_id}/Place", body)
+def place(
+    env: PodiumEnv, order_id: str, body: dict[str, Any], *, subject: str | None = None
+) -> dict[str, Any]:
+    """Place an order and return the answer (failing the test on an error status).
+
+    ``subject`` simulates the gateway: the verified subject of the client's token.
+    """
+    headers = {SUBJECT_HEADER: subject} if subject else {}
+    response = env.post(f"/ShopOrder/{order_id}/Place", body, headers=headers)
+    assert response.is_success, f"Place answered {response.status_code}: {response.text}"
+    result: dict[str, Any] = response.json()
     return result
 
 
@@ -54,6 +63,11 @@ def events(env: PodiumEnv, order_id: str) -> list[dict[str, Any]]:
 
 
 def stock(env: PodiumEnv, sku: str) -> dict[str, Any]:
-    """Stock level of one SKU."""
-    level: dict[str, Any] = env.call(f"/ShopStock/{sku}/Get")
+    """Stock level of one SKU (a private handler: read from inside the engine)."""
+    level: dict[str, Any] = env.call_private(f"/ShopStock/{sku}/Get")
     return level
+
+
+def stuck(env: PodiumEnv, key: str) -> list[dict[str, Any]]:
+    """Invocations on ``key`` that the engine is retrying or has paused."""
+    return [i for i in stuck_invocations(env.admin_url) if key in i["target"]]

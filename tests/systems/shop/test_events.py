@@ -6,6 +6,7 @@ import itertools
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from services.shop.events import (
     PROGRESS,
@@ -145,6 +146,29 @@ def test_an_event_out_of_sequence_is_refused() -> None:
     events = stream(*HAPPY)
     with pytest.raises(IllegalTransition, match="event 3 does not follow event 1"):
         apply(fold(events[:1]), events[2])
+
+
+@pytest.mark.parametrize(
+    ("event_type", "data", "problem"),
+    [
+        (
+            E.ORDER_PLACED,
+            {k: v for k, v in PLACED_DATA.items() if k != "customerId"},
+            "customerId: Field required",
+        ),
+        (E.ORDER_PLACED, {**PLACED_DATA, "lines": "WIDGET-1"}, "lines: Input should be a valid dictionary"),
+        (E.PAYMENT_PROCESSED, {"paymentId": "p"}, "amount: Field required"),
+        (E.TRACKING_UPDATED, {"location": "Memphis"}, "status: Field required"),
+    ],
+    ids=["placed-without-customer", "placed-with-bad-lines", "paid-without-amount", "scan-without-status"],
+)
+def test_an_event_whose_data_cannot_be_folded_is_refused_when_it_is_built(
+    event_type: EventType, data: dict[str, Any], problem: str
+) -> None:
+    # The rule every door applies (Record, each projection's Apply and Rebuild), so the fold never meets it.
+    valid = stream(event_type)[0].model_dump()
+    with pytest.raises(ValidationError, match=f"not a valid {event_type.value} event: {problem}"):
+        Event.model_validate({**valid, "data": data})
 
 
 def test_new_event_numbers_stamps_and_correlates() -> None:

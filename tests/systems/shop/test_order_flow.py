@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 
+from podium import INTERNAL_CALLER, SUBJECT_HEADER
 from podium.testing import PodiumEnv, assert_eventually, new_key
 from services.common.providers import MailProvider
 from services.shop.app import BENCH_FLOW
 from tests.systems.money import money
-from tests.systems.shop.conftest import events, order_body, place, stock
+from tests.systems.shop.conftest import events, order_body, place, stock, stuck
 
 pytestmark = pytest.mark.engine
 
@@ -19,7 +20,7 @@ HAPPY = ["OrderPlaced", "InventoryReserved", "PaymentProcessed", "ShipmentCreate
 
 
 def shipment(env: PodiumEnv, order_id: str) -> dict[str, Any] | None:
-    response = env.post(f"/ShopShipping/{order_id}/Get")
+    response = env.post_private(f"/ShopShipping/{order_id}/Get")
     if response.status_code == 404:
         return None
     assert response.status_code == 200, response.text
@@ -78,7 +79,7 @@ def test_an_order_completes_and_every_side_sees_it_once(podium_env: PodiumEnv) -
     assert [e["sequence"] for e in stream] == [1, 2, 3, 4, 5]
     assert [e["at"] for e in stream] == sorted(e["at"] for e in stream)
     assert len({e["correlationId"] for e in stream}) == 1
-    assert stream[0]["actor"] == f"customer:{body['customerId']}"
+    assert stream[0]["actor"] == INTERNAL_CALLER  # placed through the trusted ingress, not the gateway
     assert {e["actor"] for e in stream[1:]} == {"ShopOrderSaga"}
 
     # The read side caught up: the order's summary, the customer's list, the audit trail.
@@ -223,6 +224,20 @@ def test_the_same_order_twice_is_one_order_and_a_different_body_is_409(podium_en
             {"items": [{"sku": "WIDGET-1", "quantity": 1000, "unitPrice": 1001}]},
             "items: the order comes to 1001000.00, above the 1,000,000 limit",
         ),
+        # Valid for "> 0", but no payment takes less than a cent: refused here, before any saga starts,
+        # by the same rule the payment uses (it used to start a checkout whose charge retried forever).
+        (
+            {"items": [{"sku": "WIDGET-1", "quantity": 1, "unitPrice": 0.001}]},
+            "items.0.unitPrice: at most two decimals",
+        ),
+        (
+            {"items": [{"sku": "WIDGET-1", "quantity": 1, "unitPrice": 5e-324}]},
+            "items.0.unitPrice: at most two decimals",
+        ),
+        (
+            {"items": [{"sku": "WIDGET-1", "quantity": 1, "unitPrice": 14.999}]},
+            "items.0.unitPrice: at most two decimals",
+        ),
     ],
     ids=[
         "no-customer",
@@ -233,6 +248,9 @@ def test_the_same_order_twice_is_one_order_and_a_different_body_is_409(podium_en
         "bad-country",
         "other-id",
         "total",
+        "sub-cent-price",
+        "denormal-price",
+        "fraction-of-a-cent",
     ],
 )
 def test_bad_requests_are_400_naming_the_field(
@@ -245,6 +263,34 @@ def test_bad_requests_are_400_naming_the_field(
     assert message in response.json()["message"]
     assert events(podium_env, order_id) == []
     assert money(f"{order_id}-payment")["requests"] == 0
+    assert stuck(podium_env, order_id) == []  # nothing started, so nothing is left retrying
+
+
+def test_the_actor_is_the_verified_subject_not_the_request_body(podium_env: PodiumEnv) -> None:
+    order_id = new_key("order")
+    body = {**order_body(), "actor": "mallory"}  # a client naming its own actor is not believed
+    assert place(podium_env, order_id, body, subject="alice")["status"] == "completed"
+
+    stream = events(podium_env, order_id)
+    assert [e["actor"] for e in stream] == ["alice"] + ["ShopOrderSaga"] * (len(HAPPY) - 1)
+
+    # The carrier's webhooks record the carrier's verified subject, whatever their bodies say.
+    carrier = {SUBJECT_HEADER: "carrier-ups"}
+    scan = {"updateId": "scan-1", "status": "in_transit", "actor": "mallory"}
+    scanned = podium_env.post(f"/ShopShipping/{order_id}/UpdateTracking", scan, headers=carrier)
+    assert scanned.status_code == 200, scanned.text
+    signed = {"signedBy": "A. Customer", "actor": "mallory"}
+    delivered = podium_env.post(f"/ShopShipping/{order_id}/ConfirmDelivery", signed, headers=carrier)
+    assert delivered.status_code == 200, delivered.text
+
+    stream = events(podium_env, order_id)
+    assert [(e["type"], e["actor"]) for e in stream[-2:]] == [
+        ("TrackingUpdated", "carrier-ups"),
+        ("OrderDelivered", "carrier-ups"),
+    ]
+    entries = trail(podium_env, order_id, len(stream))
+    assert [e["actor"] for e in entries] == [e["actor"] for e in stream]
+    assert "mallory" not in {e["actor"] for e in entries}
 
 
 def test_status_shows_the_phase_while_the_saga_runs(podium_env: PodiumEnv) -> None:

@@ -6,10 +6,11 @@ from typing import Any
 
 import pytest
 
+from podium import INTERNAL_CALLER
 from podium.testing import PodiumEnv, assert_eventually, new_key
 from services.common.providers import MailProvider
 from services.shop.inventory import STOCK_ALERTS_EMAIL
-from tests.systems.shop.conftest import events, order_body, place, stock
+from tests.systems.shop.conftest import events, order_body, place, stock, stuck
 from tests.systems.shop.test_order_flow import HAPPY, trail, view
 
 pytestmark = pytest.mark.engine
@@ -28,9 +29,9 @@ def test_a_redelivered_event_is_applied_once(podium_env: PodiumEnv) -> None:
     stream = events(podium_env, order_id)
 
     for event in (stream[1], stream[-1], stream[1]):  # the bus delivers again
-        podium_env.call(f"/ShopOrderView/{order_id}/Apply", event)
-        podium_env.call(f"/ShopAudit/{order_id}/Apply", event)
-        podium_env.call(f"/ShopCustomerOrders/{body['customerId']}/Apply", event)
+        podium_env.call_private(f"/ShopOrderView/{order_id}/Apply", event)
+        podium_env.call_private(f"/ShopAudit/{order_id}/Apply", event)
+        podium_env.call_private(f"/ShopCustomerOrders/{body['customerId']}/Apply", event)
 
     after = podium_env.call(f"/ShopOrderView/{order_id}/Get")
     assert after["duplicatesIgnored"] == before["duplicatesIgnored"] + 3
@@ -49,13 +50,13 @@ def test_events_that_arrive_early_wait_for_the_gap(podium_env: PodiumEnv) -> Non
     copy = new_key("order")  # the same history under a fresh id, delivered out of order
     stream = [{**e, "orderId": copy} for e in events(podium_env, source)]
 
-    podium_env.call(f"/ShopOrderView/{copy}/Apply", stream[2])
+    podium_env.call_private(f"/ShopOrderView/{copy}/Apply", stream[2])
     assert podium_env.post(f"/ShopOrderView/{copy}/Get").status_code == 404  # nothing applicable yet
-    podium_env.call(f"/ShopOrderView/{copy}/Apply", stream[0])
+    podium_env.call_private(f"/ShopOrderView/{copy}/Apply", stream[0])
     early = podium_env.call(f"/ShopOrderView/{copy}/Get")
     assert (early["version"], early["status"], early["pending"]) == (1, "placed", [3])
     for event in (stream[4], stream[1], stream[3]):
-        podium_env.call(f"/ShopOrderView/{copy}/Apply", event)
+        podium_env.call_private(f"/ShopOrderView/{copy}/Apply", event)
     done = podium_env.call(f"/ShopOrderView/{copy}/Get")
     assert (done["version"], done["status"], done["pending"]) == (5, "completed", [])
     assert done["events"] == HAPPY
@@ -63,9 +64,39 @@ def test_events_that_arrive_early_wait_for_the_gap(podium_env: PodiumEnv) -> Non
 
 def test_an_event_for_another_order_is_refused(podium_env: PodiumEnv) -> None:
     source, _ = completed_order(podium_env)
-    response = podium_env.post(f"/ShopOrderView/{new_key('order')}/Apply", events(podium_env, source)[0])
+    response = podium_env.post_private(
+        f"/ShopOrderView/{new_key('order')}/Apply", events(podium_env, source)[0]
+    )
     assert response.status_code == 400
     assert "orderId" in response.json()["message"]
+
+
+@pytest.mark.parametrize("handler", ["Apply", "Rebuild"])
+def test_an_event_without_what_its_type_needs_is_a_400_never_a_retry(
+    podium_env: PodiumEnv, handler: str
+) -> None:
+    source, body = completed_order(podium_env)
+    customer = body["customerId"]
+    before = podium_env.call(f"/ShopCustomerOrders/{customer}/List")
+    copy = new_key("order")  # a fresh stream, so the placed event is the one applied
+    placed = {**events(podium_env, source)[0], "orderId": copy}
+    placed["data"] = {k: v for k, v in placed["data"].items() if k != "customerId"}
+    request: Any = placed if handler == "Apply" else {"orderId": copy, "events": [placed]}
+
+    response = podium_env.post_private(f"/ShopCustomerOrders/{customer}/{handler}", request)
+    assert response.status_code == 400, response.text
+    assert "data: not a valid OrderPlaced event: customerId: Field required" in response.json()["message"]
+    assert podium_env.call(f"/ShopCustomerOrders/{customer}/List") == before
+    assert stuck(podium_env, customer) == []
+
+
+def test_an_order_sent_to_another_customers_list_is_refused(podium_env: PodiumEnv) -> None:
+    source, _ = completed_order(podium_env)
+    stranger = new_key("cust")
+    response = podium_env.post_private(f"/ShopCustomerOrders/{stranger}/Apply", events(podium_env, source)[0])
+    assert response.status_code == 400, response.text
+    assert response.json()["message"].startswith("data.customerId: order")
+    assert podium_env.call(f"/ShopCustomerOrders/{stranger}/List") == []
 
 
 def test_replay_rebuilds_the_same_read_model_from_the_event_store(podium_env: PodiumEnv) -> None:
@@ -74,7 +105,9 @@ def test_replay_rebuilds_the_same_read_model_from_the_event_store(podium_env: Po
     podium_env.call(f"{shipping}/UpdateTracking", {"updateId": "scan-1", "status": "in_transit"})
     incremental = view(podium_env, order_id)
     incremental_trail = trail(podium_env, order_id, 6)
-    podium_env.call(f"/ShopOrderView/{order_id}/Apply", events(podium_env, order_id)[0])  # one duplicate
+    podium_env.call_private(
+        f"/ShopOrderView/{order_id}/Apply", events(podium_env, order_id)[0]
+    )  # a duplicate
 
     rebuilt = podium_env.call(f"/ShopOrder/{order_id}/Replay")
     assert rebuilt["duplicatesIgnored"] == 0  # a fresh projection...
@@ -99,14 +132,14 @@ def test_tracking_and_delivery_append_events_and_illegal_moves_are_409(podium_en
 
     stream = events(podium_env, order_id)
     assert [e["type"] for e in stream] == [*HAPPY, "TrackingUpdated", "OrderDelivered"]
-    assert {e["actor"] for e in stream[-2:]} == {"carrier:podium-post"}
+    assert {e["actor"] for e in stream[-2:]} == {INTERNAL_CALLER}  # sent through the ingress, no subject
     summary = view(podium_env, order_id)
     assert summary["status"] == "delivered"
     assert [(t["status"], t["location"]) for t in summary["tracking"]] == [("in_transit", "Memphis, TN")]
 
     late = podium_env.post(f"{shipping}/UpdateTracking", {"updateId": "scan-2", "status": "in_transit"})
     assert late.status_code == 409
-    illegal = podium_env.post(
+    illegal = podium_env.post_private(
         f"/ShopOrder/{order_id}/Record",
         {"type": "PaymentRefunded", "eventId": "sneaky", "actor": "someone", "data": {"amount": 1}},
     )
@@ -137,7 +170,7 @@ def test_low_stock_is_announced_once_per_crossing(podium_env: PodiumEnv) -> None
     assert (level["available"], level["low"], level["lowStockAlerts"]) == (0, True, 1)
     assert len(assert_eventually(alerts, message="the low-stock alert")) == 1
 
-    podium_env.call(f"/ShopStock/{sku}/Release", {"orderId": second})  # back to 4: re-armed
+    podium_env.call_private(f"/ShopStock/{sku}/Release", {"orderId": second})  # back to 4: re-armed
     assert stock(podium_env, sku)["low"] is False
     order(3)  # 1 left: a second crossing
     assert stock(podium_env, sku)["lowStockAlerts"] == 2
@@ -169,10 +202,27 @@ def test_an_event_whose_data_does_not_fold_is_refused_with_400_and_the_order_is_
 ) -> None:
     order_id, _ = completed_order(podium_env)
     before = events(podium_env, order_id)
-    response = podium_env.post(
+    response = podium_env.post_private(
         f"/ShopOrder/{order_id}/Record",
         {"type": "TrackingUpdated", "eventId": "bad-scan", "actor": "someone", "data": {}},
     )
     assert response.status_code == 400, response.text
-    assert response.json()["message"].startswith("data: not a valid TrackingUpdated event")
+    assert "data: not a valid TrackingUpdated event: status: Field required" in response.json()["message"]
     assert events(podium_env, order_id) == before
+
+
+def test_the_event_store_and_the_stock_refuse_clients_and_stay_untouched(podium_env: PodiumEnv) -> None:
+    sku = new_key("LIMITED-5")
+    order_id, _ = completed_order(podium_env, items=[{"sku": sku, "quantity": 2, "unitPrice": 3.0}])
+    stream, level = events(podium_env, order_id), stock(podium_env, sku)
+
+    podium_env.assert_private(
+        f"/ShopOrder/{order_id}/Record",
+        {"type": "OrderDelivered", "eventId": "forged", "actor": "mallory", "data": {}},
+    )
+    podium_env.assert_private(f"/ShopStock/{sku}/Release", {"orderId": order_id})
+    podium_env.assert_private(f"/ShopStock/{sku}/Reserve", {"orderId": new_key("order"), "quantity": 3})
+
+    assert events(podium_env, order_id) == stream
+    assert stock(podium_env, sku) == level
+    assert (level["available"], level["reserved"]) == (3, 2)

@@ -3,9 +3,8 @@
 ``tests.systems.ticketing.apps:app``.
 """
 
-import restate
-
+import podium
 from services.common.app import SERVICES as COMMON
 from services.ticketing.app import SERVICES as TICKETING
 
-app = restate.app(services=[*TICKETING, *COMMON])
+app = podium.app(services=[*TICKETING, *COMMON])

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -7,15 +8,24 @@ import pytest
 from podium import IngressClient
 from podium.testing import PodiumEnv, assert_eventually, new_key
 from services.common.providers import PaymentGateway
-from services.ticketing import catalogue
-from tests.systems.ticketing.apps import app
+from services.ticketing import catalogue, settings
+from services.ticketing.settings import TicketingSettings
 
 FINAL = {"confirmed", "sold_out", "seats_unavailable", "payment_failed", "expired", "cancelled", "failed"}
 
 
 @pytest.fixture
 def podium_app() -> Any:
+    # Imported here, not at the top: pytest loads this conftest before the podium plugin has put the
+    # engine's request-identity key in the environment, and the app reads it when it is built.
+    from tests.systems.ticketing.apps import app
+
     return app
+
+
+def short_hold(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Configure the in-process deployment with a hold of ``seconds`` (bookings started from now on)."""
+    monkeypatch.setattr(settings, "SETTINGS", TicketingSettings(hold=timedelta(seconds=seconds)))
 
 
 def new_event(show: str = "rock") -> str:
@@ -63,7 +73,7 @@ def start(env: PodiumEnv, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return invocation, wait_for(env, body["bookingId"], {"held", *FINAL})
 
 
-def pay(env: PodiumEnv, booking_id: str, method: str = "") -> dict[str, Any]:
+def pay(env: PodiumEnv, booking_id: str, method: str = "card-visa") -> dict[str, Any]:
     answer: dict[str, Any] = env.call(f"/TicketingSaga/{booking_id}/Pay", {"method": method})
     return answer
 
@@ -75,7 +85,7 @@ def outcome(env: PodiumEnv, invocation: str) -> dict[str, Any]:
     return answer
 
 
-def book(env: PodiumEnv, body: dict[str, Any], method: str = "") -> dict[str, Any]:
+def book(env: PodiumEnv, body: dict[str, Any], method: str = "card-visa") -> dict[str, Any]:
     """Run, pay once the seats are held, and return Run's answer."""
     invocation, held = start(env, body)
     assert held["status"] == "held", held
@@ -84,7 +94,8 @@ def book(env: PodiumEnv, body: dict[str, Any], method: str = "") -> dict[str, An
 
 
 def seat_map(env: PodiumEnv, event_id: str) -> dict[str, Any]:
-    answer: dict[str, Any] = env.call(f"/SeatMap/{event_id}/Get")
+    """The whole seat map, holders included (``Get`` is private: clients see ``Availability``)."""
+    answer: dict[str, Any] = env.call_private(f"/SeatMap/{event_id}/Get")
     return answer
 
 

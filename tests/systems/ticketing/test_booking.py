@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from tests.systems.ticketing.conftest import (
     outcome,
     pay,
     seat_map,
+    short_hold,
     start,
     ticket_request,
     wait_for,
@@ -37,7 +39,7 @@ def test_success_holds_pays_issues_and_emails_once(podium_env: PodiumEnv) -> Non
     assert seat_map(podium_env, event_id)["held"] == ["A1", "A2"]
     assert money_effects(f"{booking_id}-payment") == ([], [])  # nothing is charged before Pay
 
-    answer = pay(podium_env, booking_id, "card-4242")
+    answer = pay(podium_env, booking_id, "card-mastercard")
     assert answer == {
         "bookingId": booking_id,
         "status": "payment_received",
@@ -108,7 +110,9 @@ def test_the_email_goes_to_the_given_address_and_a_bounce_keeps_the_booking(podi
 
 
 @pytest.mark.parametrize(
-    ("customer", "method"), [("declined", ""), ("customer", "card-expired")], ids=["declined", "expired-card"]
+    ("customer", "method"),
+    [("declined", "card-visa"), ("customer", "card-expired")],
+    ids=["declined", "expired-card"],
 )
 def test_payment_failure_releases_the_seats_and_charges_nothing(
     podium_env: PodiumEnv, customer: str, method: str
@@ -187,9 +191,12 @@ def test_seats_someone_holds_are_unavailable_and_the_loser_holds_nothing(podium_
     assert wait_for(podium_env, holder, {"confirmed"})["status"] == "confirmed"
 
 
-def test_a_hold_that_is_never_paid_expires_and_frees_the_seats(podium_env: PodiumEnv) -> None:
+def test_a_hold_that_is_never_paid_expires_and_frees_the_seats(
+    podium_env: PodiumEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    short_hold(monkeypatch, 2)
     event_id, booking_id = new_event("rock"), new_key("booking")
-    body = ticket_request(booking_id, event_id, ["G1", "G2"], holdSeconds=2)
+    body = ticket_request(booking_id, event_id, ["G1", "G2"])
     invocation, held = start(podium_env, body)
     assert held["status"] == "held"
 
@@ -214,7 +221,7 @@ def test_a_payment_after_the_seat_map_expired_the_hold_charges_nothing(podium_en
     hold = next(h for h in seat_map(podium_env, event_id)["holds"] if h["holder"] == booking_id)
     # The seat map's own timer fires just before the saga's (forced here), then the customer pays.
     expire = {"holder": booking_id, "holdId": hold["holdId"]}
-    assert podium_env.call(f"/SeatMap/{event_id}/Expire", expire)["status"] == "expired"
+    assert podium_env.call_private(f"/SeatMap/{event_id}/Expire", expire)["status"] == "expired"
     pay(podium_env, booking_id)
 
     result = outcome(podium_env, invocation)
@@ -274,7 +281,7 @@ def test_same_booking_with_a_different_request_is_refused(podium_env: PodiumEnv)
 def test_a_second_payment_is_refused_once_the_booking_is_done(podium_env: PodiumEnv) -> None:
     event_id, booking_id = new_event("rock"), new_key("booking")
     book(podium_env, ticket_request(booking_id, event_id, ["J5"]))
-    response = podium_env.post(f"/TicketingSaga/{booking_id}/Pay", {"method": "card-4242"})
+    response = podium_env.post(f"/TicketingSaga/{booking_id}/Pay", {"method": "card-visa"})
     assert response.status_code == 409
     assert "status: confirmed" in response.json()["message"]
     assert len(money_effects(f"{booking_id}-payment")[0]) == 1
@@ -286,18 +293,118 @@ def test_pay_or_get_for_an_unknown_booking_is_404(podium_env: PodiumEnv) -> None
     assert podium_env.post(f"/TicketingSaga/{booking_id}/Get").status_code == 404
 
 
+# -- the hold is the deployment's, not the client's --------------------------------------------------------
+
+
+def hold_length(env: PodiumEnv, event_id: str, holder: str) -> timedelta:
+    hold = next(h for h in seat_map(env, event_id)["holds"] if h["holder"] == holder)
+    return datetime.fromisoformat(hold["expiresAt"]) - datetime.fromisoformat(hold["heldAt"])
+
+
+def test_a_client_cannot_choose_the_hold(podium_env: PodiumEnv) -> None:
+    event_id, booking_id = new_event("rock"), new_key("booking")
+    # A body that asks for a one-second hold (the old holdSeconds field) gets the deployment's 15 minutes.
+    invocation, held = start(podium_env, ticket_request(booking_id, event_id, ["I1"], holdSeconds=1))
+    assert held["status"] == "held"
+    assert hold_length(podium_env, event_id, booking_id) == timedelta(minutes=15)
+    pay(podium_env, booking_id)
+    assert outcome(podium_env, invocation)["status"] == "confirmed"
+
+
+def test_the_hold_is_the_deployment_setting(podium_env: PodiumEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    short_hold(monkeypatch, 90)
+    event_id, booking_id = new_event("rock"), new_key("booking")
+    invocation, held = start(podium_env, ticket_request(booking_id, event_id, ["I2"]))
+    assert held["status"] == "held"
+    assert hold_length(podium_env, event_id, booking_id) == timedelta(seconds=90)
+    pay(podium_env, booking_id)
+    assert outcome(podium_env, invocation)["status"] == "confirmed"
+
+
+# -- what a client sees, and what it cannot touch ---------------------------------------------------------
+
+
+def test_availability_shows_taken_seats_but_not_who_has_them(podium_env: PodiumEnv) -> None:
+    event_id, holder = new_event("jazz"), new_key("booking")
+    _, held = start(podium_env, ticket_request(holder, event_id, ["A2", "A1"], customer_id=new_key("vip")))
+    assert held["status"] == "held"
+    seen = podium_env.call(f"/SeatMap/{event_id}/Availability")
+    assert seen == {
+        "eventId": event_id,
+        "title": "Late Night Jazz",
+        "venue": "Podium Club",
+        "layout": "rows A–B, seats 1–5",
+        "price": 45.0,
+        "capacity": 10,
+        "available": 8,
+        "taken": ["A1", "A2"],
+    }
+    assert holder not in str(seen)
+    pay(podium_env, holder)
+    wait_for(podium_env, holder, {"confirmed"})
+
+
+PRIVATE = [
+    pytest.param("SeatMap", "Hold", id="hold-seats"),
+    pytest.param("SeatMap", "Confirm", id="sell-seats"),
+    pytest.param("SeatMap", "Release", id="release-seats"),
+    pytest.param("SeatMap", "Expire", id="expire-seats"),
+    pytest.param("TicketService", "Issue", id="issue-ticket"),
+    pytest.param("TicketService", "Void", id="void-ticket"),
+]
+
+
+@pytest.mark.parametrize(("service", "handler"), PRIVATE)
+def test_seat_and_ticket_changes_are_refused_at_the_ingress_and_change_nothing(
+    podium_env: PodiumEnv, service: str, handler: str
+) -> None:
+    event_id, sold, waiting = new_event("rock"), new_key("booking"), new_key("booking")
+    ticket_id = book(podium_env, ticket_request(sold, event_id, ["J1"]))["ticketIds"][0]
+    invocation, _ = start(podium_env, ticket_request(waiting, event_id, ["J2"]))
+    hold_id = next(h["holdId"] for h in seat_map(podium_env, event_id)["holds"] if h["holder"] == waiting)
+    minted = f"TKT-{new_key('fake')}"
+    # Each request would change something if it got through: hold J9, sell or free J2, void a ticket...
+    requests = {
+        "Hold": (event_id, {"holder": new_key("squatter"), "seatIds": ["J9"], "holdMs": 60_000}),
+        "Confirm": (event_id, {"holder": waiting}),
+        "Release": (event_id, {"holder": waiting}),
+        "Expire": (event_id, {"holder": waiting, "holdId": hold_id}),
+        "Issue": (minted, {"bookingId": waiting, "eventId": event_id, "seatId": "J2", "customerId": "c"}),
+        "Void": (ticket_id, None),
+    }
+    seats_before = seat_map(podium_env, event_id)
+    ticket_before = podium_env.call(f"/TicketService/{ticket_id}/Get")
+
+    key, body = requests[handler]
+    podium_env.assert_private(f"/{service}/{key}/{handler}", body)
+    assert seat_map(podium_env, event_id) == seats_before
+    assert podium_env.call(f"/TicketService/{ticket_id}/Get") == ticket_before
+    assert ticket_before["status"] == "valid"
+    assert podium_env.post(f"/TicketService/{minted}/Get").status_code == 404
+    podium_env.assert_private(f"/SeatMap/{event_id}/Get")  # who holds what is private too
+
+    pay(podium_env, waiting)
+    assert outcome(podium_env, invocation)["status"] == "confirmed"
+
+
 # -- the seat map on its own ------------------------------------------------------------------------------
 
 
-def hold_seats(env: PodiumEnv, event_id: str, holder: str, seats: list[str], **extra: Any) -> dict[str, Any]:
-    answer: dict[str, Any] = env.call(
-        f"/SeatMap/{event_id}/Hold", {"holder": holder, "seatIds": seats, **extra}
+FIFTEEN_MINUTES = 15 * 60 * 1000
+
+
+def hold_seats(
+    env: PodiumEnv, event_id: str, holder: str, seats: list[str], hold_ms: int = FIFTEEN_MINUTES
+) -> dict[str, Any]:
+    """``SeatMap/Hold`` as the booking saga calls it (it is private)."""
+    answer: dict[str, Any] = env.call_private(
+        f"/SeatMap/{event_id}/Hold", {"holder": holder, "seatIds": seats, "holdMs": hold_ms}
     )
     return answer
 
 
 def release(env: PodiumEnv, event_id: str, holder: str) -> dict[str, Any]:
-    answer: dict[str, Any] = env.call(f"/SeatMap/{event_id}/Release", {"holder": holder})
+    answer: dict[str, Any] = env.call_private(f"/SeatMap/{event_id}/Release", {"holder": holder})
     return answer
 
 
@@ -313,16 +420,20 @@ def test_releasing_twice_is_harmless(podium_env: PodiumEnv) -> None:
     assert seat_map(podium_env, event_id)["held"] == ["E3"]  # the other hold is untouched
     assert seat_map(podium_env, event_id)["available"] == 199
     # A released hold is not revived, by a late Hold or by Confirm.
-    late = podium_env.post(f"/SeatMap/{event_id}/Hold", {"holder": mine, "seatIds": ["E1", "E2"]})
+    late = podium_env.post_private(
+        f"/SeatMap/{event_id}/Hold", {"holder": mine, "seatIds": ["E1", "E2"], "holdMs": FIFTEEN_MINUTES}
+    )
     assert late.status_code == 409
-    assert podium_env.call(f"/SeatMap/{event_id}/Confirm", {"holder": mine})["status"] == "released"
+    assert podium_env.call_private(f"/SeatMap/{event_id}/Confirm", {"holder": mine})["status"] == "released"
     assert seat_map(podium_env, event_id)["sold"] == []
 
 
 def test_releasing_what_was_never_held_blocks_a_late_hold(podium_env: PodiumEnv) -> None:
     event_id, holder = new_event("rock"), new_key("holder")
     assert release(podium_env, event_id, holder) == {"holder": holder, "released": [], "status": "released"}
-    late = podium_env.post(f"/SeatMap/{event_id}/Hold", {"holder": holder, "seatIds": ["A1"]})
+    late = podium_env.post_private(
+        f"/SeatMap/{event_id}/Hold", {"holder": holder, "seatIds": ["A1"], "holdMs": FIFTEEN_MINUTES}
+    )
     assert late.status_code == 409
     assert "no longer holds" in late.json()["message"]
     assert seat_map(podium_env, event_id)["available"] == 200
@@ -332,7 +443,9 @@ def test_holding_again_returns_the_same_hold(podium_env: PodiumEnv) -> None:
     event_id, holder = new_event("rock"), new_key("holder")
     first = hold_seats(podium_env, event_id, holder, ["C9", "C10"])
     assert hold_seats(podium_env, event_id, holder, ["C10", "C9"])["hold"] == first["hold"]
-    other = podium_env.post(f"/SeatMap/{event_id}/Hold", {"holder": holder, "seatIds": ["C11"]})
+    other = podium_env.post_private(
+        f"/SeatMap/{event_id}/Hold", {"holder": holder, "seatIds": ["C11"], "holdMs": FIFTEEN_MINUTES}
+    )
     assert other.status_code == 409
     assert seat_map(podium_env, event_id)["held"] == ["C9", "C10"]
 
@@ -340,7 +453,7 @@ def test_holding_again_returns_the_same_hold(podium_env: PodiumEnv) -> None:
 def test_the_seat_map_expires_a_hold_by_itself(podium_env: PodiumEnv) -> None:
     # Without any booking saga: the hold's own delayed Expire frees the seats.
     event_id, holder = new_event("jazz"), new_key("holder")
-    hold_seats(podium_env, event_id, holder, ["A1", "A2"], holdSeconds=1)
+    hold_seats(podium_env, event_id, holder, ["A1", "A2"], hold_ms=1000)
     expired = assert_eventually(
         lambda: [h for h in seat_map(podium_env, event_id)["holds"] if h["status"] == "expired"],
         message="the hold to expire",
@@ -348,5 +461,5 @@ def test_the_seat_map_expires_a_hold_by_itself(podium_env: PodiumEnv) -> None:
     assert expired[0]["holder"] == holder
     assert expired[0]["endedAt"] >= expired[0]["expiresAt"]
     assert seat_map(podium_env, event_id)["available"] == 10
-    assert podium_env.call(f"/SeatMap/{event_id}/Confirm", {"holder": holder})["status"] == "expired"
+    assert podium_env.call_private(f"/SeatMap/{event_id}/Confirm", {"holder": holder})["status"] == "expired"
     assert release(podium_env, event_id, holder)["released"] == []

@@ -5,12 +5,15 @@ from typing import Any
 import pytest
 
 from podium.testing import PodiumEnv, new_key
-from tests.systems.apps import travel as app
 
 
 @pytest.fixture
 def podium_app() -> Any:
-    return app
+    # Imported here, not at the top: a conftest named on the command line is imported before the
+    # harness puts its engine's key in the environment, and the apps read it when they are built.
+    from tests.systems.apps import travel
+
+    return travel
 
 
 def trip_request(**overrides: Any) -> dict[str, Any]:
@@ -29,6 +32,6 @@ def trip_request(**overrides: Any) -> dict[str, Any]:
 
 
 def holds(env: PodiumEnv, inventory: str, key: str, holder: str) -> list[dict[str, Any]]:
-    """The holds ``holder`` has on inventory ``inventory/key``."""
-    availability = env.call(f"/{inventory}/{key}/Get")
+    """The holds ``holder`` has on inventory ``inventory/key`` (a private read: other handlers' view)."""
+    availability = env.call_private(f"/{inventory}/{key}/Get")
     return [h for h in availability["holds"] if h["holder"] == holder]

@@ -287,3 +287,37 @@ def test_empty_body_is_a_400(podium_env: PodiumEnv) -> None:
     )
     assert response.status_code == 400
     assert "empty" in response.json()["message"].lower()
+
+
+def test_the_ingress_refuses_reservations_and_inventory_and_nothing_changes(podium_env: PodiumEnv) -> None:
+    trip_id, body = new_key("trip"), trip_request()
+    booking = book(podium_env, trip_id, body)
+    flight_id, hotel_id = f"{trip_id}-flight", f"{trip_id}-hotel"
+    seats = podium_env.call_private("/FlightInventory/SFO-JFK-2024-12-15/Get")
+    rooms_before = holds(podium_env, "HotelInventory", "New York", hotel_id)
+
+    # What a client could try: undo someone's booking, or take seats outside any booking.
+    attempts: list[tuple[str, Any]] = [
+        (f"/FlightService/{flight_id}/Cancel", None),
+        (f"/HotelService/{hotel_id}/Cancel", None),
+        (f"/FlightService/{new_key('trip')}-flight/Reserve", body["flight"]),
+        ("/FlightInventory/SFO-JFK-2024-12-15/Release", {"holder": flight_id}),
+        ("/FlightInventory/SFO-JFK-2024-12-15/Hold", {"holder": new_key("intruder"), "units": 100}),
+        ("/HotelInventory/New York/Release", {"holder": hotel_id}),
+        (f"/PaymentService/{trip_id}-payment/Refund", {}),
+        ("/FlightInventory/SFO-JFK-2024-12-15/Get", None),
+    ]
+    for path, request in attempts:
+        podium_env.assert_private(path, request)
+
+    assert podium_env.call_private(f"/FlightService/{flight_id}/Get")["status"] == "confirmed"
+    assert podium_env.call_private(f"/HotelService/{hotel_id}/Get")["status"] == "confirmed"
+    after = podium_env.call_private("/FlightInventory/SFO-JFK-2024-12-15/Get")
+    mine = [h for h in after["holds"] if h["holder"] == flight_id]
+    assert mine == [h for h in seats["holds"] if h["holder"] == flight_id]
+    assert not any(h["holder"].startswith("intruder-") for h in after["holds"])
+    assert holds(podium_env, "HotelInventory", "New York", hotel_id) == rooms_before
+    charged, refunded = money_effects(f"{trip_id}-payment")
+    assert [c["amountCents"] for c in charged] == [106500]
+    assert refunded == []
+    assert podium_env.call(f"/TripOrchestrator/{trip_id}/GetBooking")["status"] == booking["status"]
