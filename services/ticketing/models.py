@@ -164,7 +164,9 @@ class ReleaseAnswer(Model):
     """The hold's status now."""
 
 
-class SeatMapView(Model):
+class SeatMapSummary(Model):
+    """What every view of a seat map shows: the event, its price, and how many seats are left."""
+
     event_id: str
     title: str
     venue: str
@@ -172,22 +174,18 @@ class SeatMapView(Model):
     price: float
     capacity: int
     available: int
+
+
+class SeatMapView(SeatMapSummary):
     held: list[str]
     sold: list[str]
     holds: list[SeatHold]
     """Every hold of this event, ended ones included."""
 
 
-class SeatAvailability(Model):
+class SeatAvailability(SeatMapSummary):
     """``SeatMap/{eventId}/Availability``: the seat map as a customer sees it (who holds what is private)."""
 
-    event_id: str
-    title: str
-    venue: str
-    layout: str
-    price: float
-    capacity: int
-    available: int
     taken: list[str]
     """Seats held or sold, in venue order; every other seat is free."""
 

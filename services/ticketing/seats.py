@@ -42,6 +42,7 @@ from services.ticketing.models import (
     ReleaseAnswer,
     SeatAvailability,
     SeatHold,
+    SeatMapSummary,
     SeatMapView,
 )
 
@@ -196,6 +197,12 @@ async def get_seat_map(ctx: ObjectSharedContext) -> SeatMapView:
     held = [s for s in event.venue.seats if s in taken and _status_of(state, taken[s]) == "held"]
     sold = [s for s in event.venue.seats if s in taken and s not in held]
     return SeatMapView(
+        **_summary(event, taken).model_dump(), held=held, sold=sold, holds=list(state.holds.values())
+    )
+
+
+def _summary(event: catalogue.Event, taken: dict[str, str]) -> SeatMapSummary:
+    return SeatMapSummary(
         event_id=event.id,
         title=event.show.title,
         venue=event.venue.name,
@@ -203,9 +210,6 @@ async def get_seat_map(ctx: ObjectSharedContext) -> SeatMapView:
         price=event.show.price,
         capacity=len(event.venue.seats),
         available=len(event.venue.seats) - len(taken),
-        held=held,
-        sold=sold,
-        holds=list(state.holds.values()),
     )
 
 
@@ -215,13 +219,7 @@ async def availability(ctx: ObjectSharedContext) -> SeatAvailability:
     event = catalogue.event(ctx.key())
     taken = _taken(event, await _load(ctx))
     return SeatAvailability(
-        event_id=event.id,
-        title=event.show.title,
-        venue=event.venue.name,
-        layout=event.venue.layout,
-        price=event.show.price,
-        capacity=len(event.venue.seats),
-        available=len(event.venue.seats) - len(taken),
+        **_summary(event, taken).model_dump(),
         taken=[s for s in event.venue.seats if s in taken],
     )
 

@@ -405,6 +405,12 @@ def _store(data_dir: Path) -> ClientStore:
     return ClientStore(auth_dir(data_dir) / CLIENTS_FILE)
 
 
+def _show_secret(client_id: str, secret: str) -> None:
+    """The secret on stdout's last line, the warning on stderr: SECRET=$(podium clients add ... | tail -1)."""
+    typer.echo(f"# client {client_id}: its secret follows, shown this once; store it now", err=True)
+    typer.echo(secret)
+
+
 @clients_app.command("add")
 def clients_add(
     client_id: Annotated[str, typer.Argument(help="The client's id (letters, digits, - _ .).")],
@@ -417,8 +423,7 @@ def clients_add(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"# client {client_id}: its secret follows, shown this once; store it now", err=True)
-    typer.echo(secret)
+    _show_secret(client_id, secret)
 
 
 @clients_app.command("rotate")
@@ -432,8 +437,7 @@ def clients_rotate(
     except KeyError:
         typer.echo(f"error: no client {client_id}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"# client {client_id}: its new secret follows, shown this once", err=True)
-    typer.echo(secret)
+    _show_secret(client_id, secret)
 
 
 @clients_app.command("remove")
