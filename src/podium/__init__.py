@@ -13,6 +13,11 @@ Import everything from here; modules with a leading underscore are private.
 - Idempotent keyed runs: :class:`RunOnce` (a repeat returns the first result).
 - Doors: :func:`app` (a deployment that serves only its engine's signed requests), ``public=`` on a
   handler (:data:`Access`; private otherwise), :func:`caller` (the subject the gateway verified).
+- Logs: :func:`configure_logging` (JSON lines; :func:`app` does it when ``PODIUM_LOG_FORMAT`` is set),
+  :func:`correlation_id` (the id that follows a client's request across services).
+- Traces and metrics: :func:`configure_tracing` (OTLP gRPC; :func:`app` does it when
+  ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set); sagas are counted and traced by the framework, and :func:`app`
+  serves ``GET /metrics``.
 """
 
 from podium._app import IDENTITY_KEYS_ENV, app
@@ -44,6 +49,14 @@ from podium._human import (
     add_approval_handlers,
     race_promise_with_timeout,
     wait_for_approval,
+)
+from podium._logging import (
+    CORRELATION_HEADER,
+    LOG_FORMAT_ENV,
+    LOG_LEVEL_ENV,
+    SYSTEM_ENV,
+    configure_logging,
+    correlation_id,
 )
 from podium._model import Model
 from podium._once import RunOnce
@@ -80,16 +93,21 @@ from podium._services import (
 )
 from podium._settings import Deadline
 from podium._status import PhaseChange, Status, StatusTracker, read_status
+from podium._telemetry import configure_tracing
 
 __all__ = [
     "BEST_EFFORT",
     "COMPENSATE_ALL",
     "COMPENSATE_COMPLETED",
+    "CORRELATION_HEADER",
     "DEFAULT_RETRY",
     "IDENTITY_KEYS_ENV",
     "INTERNAL_CALLER",
+    "LOG_FORMAT_ENV",
+    "LOG_LEVEL_ENV",
     "PARALLEL",
     "SUBJECT_HEADER",
+    "SYSTEM_ENV",
     "Access",
     "ApprovalOutcome",
     "ApprovalResult",
@@ -138,6 +156,9 @@ __all__ = [
     "app",
     "call",
     "caller",
+    "configure_logging",
+    "configure_tracing",
+    "correlation_id",
     "describe_validation_error",
     "fan_out",
     "fan_out_fail",

@@ -4,7 +4,8 @@ Inside handlers use :func:`call` and :func:`send`; outside, :class:`IngressClien
 by the function, never by strings: the service, the handler name on the wire, and the JSON codecs all
 come from the handler's registration, so a renamed handler or a wrong argument type is caught by the
 type checker. Idempotency keys are honoured everywhere (the engine deduplicates a
-repeated call or send with the same key), and sends can be delayed.
+repeated call or send with the same key), and sends can be delayed. Calls and sends from a handler carry
+its correlation id (``x-correlation-id``) to the callee, so one client request is one id in every log.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import httpx
 from restate import Context, RestateDurableCallFuture, SendHandle, TerminalError
 from restate.context import HandlerType
 from restate.handler import Handler, handler_from_callable
+
+from podium._logging import with_correlation
 
 I = TypeVar("I")  # noqa: E741 - the SDK's name for a handler's input type
 O = TypeVar("O")  # noqa: E741 - and for its output type
@@ -48,8 +51,11 @@ def call(
     Args:
         key: The object or workflow key; must be None for a service.
         idempotency_key: The engine runs the callee once per key, even if this call is repeated.
+        headers: Headers for the callee (``ctx.request().headers``); this invocation's correlation id is
+            added as ``x-correlation-id`` unless they carry one.
     """
     target = _target(handler, key)
+    headers = with_correlation(ctx, headers)
     kind = target.service_tag.kind
     if kind == "service":
         return ctx.service_call(handler, arg, idempotency_key=idempotency_key, headers=headers)
@@ -69,8 +75,12 @@ def send(
     idempotency_key: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> SendHandle:
-    """Send to ``handler`` without waiting for it (after ``delay``, a durable timer)."""
+    """Send to ``handler`` without waiting for it (after ``delay``, a durable timer).
+
+    The callee gets this invocation's correlation id, as with :func:`call`.
+    """
     target = _target(handler, key)
+    headers = with_correlation(ctx, headers)
     kind = target.service_tag.kind
     if kind == "service":
         return ctx.service_send(

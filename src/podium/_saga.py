@@ -21,11 +21,21 @@ Usage::
 If a step raises ``TerminalError``, leaving the ``async with`` block compensates and raises
 :class:`SagaCompensated` (every compensation ran) or :class:`CompensationFailed` (some did not).
 Non-terminal exceptions are left to the engine, which retries the invocation and replays the journal.
+
+The saga logs what an operator needs on the ``podium.saga`` logger, with the fields ``event``, ``saga``,
+``step``, ``attempt``, ``outcome`` and ``error`` (and the invocation's, see docs/logging.md): started, step
+done, step failed, retried, pivot passed, deadline hit, compensating, compensation done or failed, dead
+letter, ended. Nothing is logged again when the handler replays its journal.
+
+At the same points it counts (``podium_saga_started_total``, ``..._ended_total``, ``..._dead_letters_total``,
+``..._duration_seconds``) and, when tracing is on, makes one span per step and per compensation attempt,
+parented under the engine's invocation span (see :mod:`podium._telemetry` and docs/observability.md).
 """
 
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -36,8 +46,10 @@ from pydantic import ValidationError
 from restate import Context, RestateDurableCallFuture, RestateDurableFuture, TerminalError, wait_completed
 
 from podium._context import can_write_state
+from podium._logging import framework_logger
 from podium._model import Model
 from podium._services import invalid_value
+from podium._telemetry import SagaTelemetry
 
 T = TypeVar("T")
 Action = Callable[[], Awaitable[T]]
@@ -62,6 +74,8 @@ async def _raise(error: TerminalError) -> Any:
 Compensation = Callable[[], Awaitable[Any]]
 
 STATE_PREFIX = "podium.saga."
+
+log = framework_logger("podium.saga")
 
 
 class Scope(enum.StrEnum):
@@ -301,11 +315,32 @@ class Saga:
         self._compensations: dict[str, Compensation] = {}
         self._stateful = keep_log and can_write_state(ctx)
         self._deadline: RestateDurableFuture[None] | None = None
+        self._telemetry = SagaTelemetry(name)
 
     @property
     def past_pivot(self) -> bool:
         """Whether the pivot step has succeeded (failures are now recovered forward)."""
         return self.log.pivot is not None
+
+    def _event(
+        self,
+        level: int,
+        event: str,
+        message: str,
+        *,
+        step: str | None = None,
+        attempt: int | None = None,
+        outcome: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Log one saga event with its fields (the logger drops it when the handler replays)."""
+        if not log.isEnabledFor(level):
+            return
+        fields: dict[str, Any] = {"event": event, "saga": self.name}
+        for name, value in (("step", step), ("attempt", attempt), ("outcome", outcome), ("error", error)):
+            if value is not None:
+                fields[name] = value
+        log.log(level, message, extra=fields)
 
     # -- running steps ---------------------------------------------------------------------------------
 
@@ -358,6 +393,12 @@ class Saga:
         (result,) = await self.parallel(step)
         self.log.pivot = name
         self._save()
+        self._event(
+            logging.INFO,
+            "saga.pivot_passed",
+            f"{self.name}: pivot {name} passed; no rollback from here",
+            step=name,
+        )
         return result  # type: ignore[no-any-return]
 
     async def parallel(self, *steps: _Step[Any]) -> list[Any]:
@@ -369,6 +410,8 @@ class Saga:
         """
         records = [self._register(s) for s in steps]
         self._save()
+        for record in records:
+            self._telemetry.step_begins(record.name)
         started = [_start(s.action) for s in steps]
         for record in records:
             record.attempts = 1
@@ -383,12 +426,33 @@ class Saga:
                     continue
                 record.status = StepStatus.FAILED
                 record.error = exc.message
+                self._event(
+                    logging.WARNING,
+                    "saga.step_failed",
+                    f"{self.name}: step {record.name} failed: {exc.message}",
+                    step=record.name,
+                    attempt=record.attempts,
+                    outcome="failed",
+                    error=exc.message,
+                )
+                self._telemetry.step_ended(
+                    record.name, record.attempts, "failed", exc.message, pivot=record.pivot
+                )
                 results.append(None)
                 if first_error is None:
                     first_error = exc
                     self.log.failed_step = self.log.failed_step or record.name
             else:
                 record.status = StepStatus.COMPLETED
+                self._event(
+                    logging.INFO,
+                    "saga.step_done",
+                    f"{self.name}: step {record.name} done",
+                    step=record.name,
+                    attempt=record.attempts,
+                    outcome="completed",
+                )
+                self._telemetry.step_ended(record.name, record.attempts, "completed", pivot=record.pivot)
         if first_error is not None:
             self._save()
             raise first_error
@@ -411,15 +475,32 @@ class Saga:
                 raise invalid_value(exc) from exc
         if isinstance(awaitable, RestateDurableCallFuture):
             await awaitable.cancel_invocation()
-        raise SagaTimeout(f"{self.name} timed out after {self.timeout} during {record.name}")
+        timeout = SagaTimeout(f"{self.name} timed out after {self.timeout} during {record.name}")
+        self._event(
+            logging.WARNING, "saga.deadline_hit", timeout.message, step=record.name, error=timeout.message
+        )
+        raise timeout
 
     async def _recover_forward(self, step: _Step[Any], record: StepRecord, error: TerminalError) -> Any:
         backoff = self.strategy.forward_retry
         while record.attempts < backoff.max_attempts:
             record.error = error.message
             self._save()
-            await self.ctx.sleep(backoff.delay(record.attempts), name=f"retry {record.name}")
+            delay = backoff.delay(record.attempts)
+            self._event(
+                logging.WARNING,
+                "saga.step_retry",
+                f"{self.name}: step {record.name} failed after the pivot (attempt {record.attempts}): "
+                f"{error.message}; retrying in {delay.total_seconds():g} s",
+                step=record.name,
+                attempt=record.attempts,
+                outcome="retrying",
+                error=error.message,
+            )
+            self._telemetry.step_ended(record.name, record.attempts, "retrying", error.message)
+            await self.ctx.sleep(delay, name=f"retry {record.name}")
             record.attempts += 1
+            self._telemetry.step_begins(record.name)
             try:
                 result = await _start(step.action)
             except ValidationError as exc:
@@ -430,9 +511,29 @@ class Saga:
                 continue
             record.status = StepStatus.COMPLETED
             record.error = None
+            self._event(
+                logging.INFO,
+                "saga.step_done",
+                f"{self.name}: step {record.name} done (attempt {record.attempts})",
+                step=record.name,
+                attempt=record.attempts,
+                outcome="completed",
+            )
+            self._telemetry.step_ended(record.name, record.attempts, "completed")
             return result
         record.status = StepStatus.FAILED
         record.error = error.message
+        self._event(
+            logging.ERROR,
+            "saga.step_failed",
+            f"{self.name}: step {record.name} failed after the pivot, {record.attempts} attempts: "
+            f"{error.message}; forward recovery gave up",
+            step=record.name,
+            attempt=record.attempts,
+            outcome="failed",
+            error=error.message,
+        )
+        self._telemetry.step_ended(record.name, record.attempts, "failed", error.message)
         raise error
 
     def _register(self, step: _Step[Any]) -> StepRecord:
@@ -458,6 +559,8 @@ class Saga:
     async def __aenter__(self) -> Saga:
         if self.timeout is not None:
             self._deadline = self.ctx.sleep(self.timeout, name=f"{self.name} deadline")
+        self._event(logging.INFO, "saga.started", f"{self.name} started")
+        self._telemetry.started()
         return self
 
     async def __aexit__(
@@ -466,6 +569,8 @@ class Saga:
         if exc is None:
             self.log.status = SagaStatus.COMPLETED
             self._save()
+            self._event(logging.INFO, "saga.ended", f"{self.name} completed", outcome=SagaStatus.COMPLETED)
+            self._telemetry.ended(SagaStatus.COMPLETED)
             return
         if isinstance(exc, ValidationError):
             # A value built in the saga's body (between steps) does not validate: no retry changes it,
@@ -479,6 +584,14 @@ class Saga:
             self.log.status = SagaStatus.NEEDS_ATTENTION
             self.log.failure = exc.message
             self._save()
+            self._event(
+                logging.ERROR,
+                "saga.ended",
+                f"{self.name} needs attention: failed after its pivot ({self.log.pivot}): {exc.message}",
+                outcome=SagaStatus.NEEDS_ATTENTION,
+                error=exc.message,
+            )
+            self._telemetry.ended(SagaStatus.NEEDS_ATTENTION)
             raise ManualInterventionNeeded(
                 f"{self.name} failed after its point of no return ({self.log.pivot}): {exc.message}; "
                 "forward recovery gave up, a person must finish it",
@@ -494,6 +607,13 @@ class Saga:
         self.log.failure = cause.message
         self._save()
         targets = [r for r in reversed(self.log.steps) if self._should_compensate(r)]
+        self._event(
+            logging.INFO,
+            "saga.compensating",
+            f"{self.name} compensating {len(targets)} steps after: {cause.message}",
+            outcome=SagaStatus.COMPENSATING,
+            error=cause.message,
+        )
         if self.strategy.parallel:
             await self._compensate_parallel(targets)
         else:
@@ -507,6 +627,15 @@ class Saga:
         if dead:
             self.log.status = SagaStatus.FAILED
             self._save()
+            self._event(
+                logging.ERROR,
+                "saga.ended",
+                f"{self.name} failed and needs attention: {cause.message}; compensation failed for "
+                f"{', '.join(dead)} (see dead letters)",
+                outcome=SagaStatus.FAILED,
+                error=cause.message,
+            )
+            self._telemetry.ended(SagaStatus.FAILED)
             return CompensationFailed(
                 f"{self.name} failed: {cause.message}; compensation failed for {', '.join(dead)} "
                 "(see dead letters)",
@@ -517,6 +646,14 @@ class Saga:
         self.log.status = SagaStatus.COMPENSATED
         self._save()
         undone_text = ", ".join(undone) if undone else "nothing to undo"
+        self._event(
+            logging.WARNING,
+            "saga.ended",
+            f"{self.name} compensated ({undone_text}) after: {cause.message}",
+            outcome=SagaStatus.COMPENSATED,
+            error=cause.message,
+        )
+        self._telemetry.ended(SagaStatus.COMPENSATED)
         return SagaCompensated(
             f"{self.name} failed: {cause.message}; compensated: {undone_text}",
             log=self.log,
@@ -536,15 +673,18 @@ class Saga:
         backoff = self.strategy.retry
         for attempt in range(1, backoff.max_attempts + 1):
             record.compensation_attempts = attempt
+            self._telemetry.compensation_begins(record.name)
             try:
                 await undo()
             except TerminalError as exc:
                 record.error = exc.message
+                self._compensation_failed(record, attempt, exc)
                 if attempt < backoff.max_attempts:
                     await self.ctx.sleep(backoff.delay(attempt), name=f"retry compensation {record.name}")
                 continue
             record.status = StepStatus.COMPENSATED
             self._save()
+            self._compensated(record, attempt)
             return True
         self._dead_letter(record)
         return False
@@ -553,7 +693,10 @@ class Saga:
         pending = list(records)
         backoff = self.strategy.retry
         for attempt in range(1, backoff.max_attempts + 1):
-            started = [(r, self._compensations[r.name]()) for r in pending]
+            started = []
+            for record in pending:
+                self._telemetry.compensation_begins(record.name)
+                started.append((record, self._compensations[record.name]()))
             failed: list[StepRecord] = []
             for record, awaitable in started:
                 record.compensation_attempts = attempt
@@ -562,8 +705,10 @@ class Saga:
                 except TerminalError as exc:
                     record.error = exc.message
                     failed.append(record)
+                    self._compensation_failed(record, attempt, exc)
                 else:
                     record.status = StepStatus.COMPENSATED
+                    self._compensated(record, attempt)
             self._save()
             pending = failed
             if not pending:
@@ -573,7 +718,49 @@ class Saga:
         for record in pending:
             self._dead_letter(record)
 
+    def _compensated(self, record: StepRecord, attempt: int) -> None:
+        self._event(
+            logging.INFO,
+            "saga.compensation_done",
+            f"{self.name}: step {record.name} compensated",
+            step=record.name,
+            attempt=attempt,
+            outcome=StepStatus.COMPENSATED,
+        )
+        self._telemetry.compensation_ended(record.name, attempt, StepStatus.COMPENSATED)
+
+    def _compensation_failed(self, record: StepRecord, attempt: int, error: TerminalError) -> None:
+        last = attempt >= self.strategy.retry.max_attempts
+        then = (
+            "no attempts left"
+            if last
+            else f"retrying in {self.strategy.retry.delay(attempt).total_seconds():g} s"
+        )
+        self._event(
+            logging.WARNING,
+            "saga.compensation_failed",
+            f"{self.name}: compensation of {record.name} failed (attempt {attempt}): {error.message}; {then}",
+            step=record.name,
+            attempt=attempt,
+            outcome="failed" if last else "retrying",
+            error=error.message,
+        )
+        self._telemetry.compensation_ended(
+            record.name, attempt, "failed" if last else "retrying", error.message
+        )
+
     def _dead_letter(self, record: StepRecord) -> None:
+        self._event(
+            logging.ERROR,
+            "saga.dead_lettered",
+            f"{self.name}: compensation of {record.name} kept failing after {record.compensation_attempts} "
+            f"attempts; dead letter for a person: {record.error}",
+            step=record.name,
+            attempt=record.compensation_attempts,
+            outcome=StepStatus.DEAD_LETTER,
+            error=record.error,
+        )
+        self._telemetry.dead_letter()
         record.status = StepStatus.DEAD_LETTER
         self.log.dead_letters.append(
             DeadLetter(

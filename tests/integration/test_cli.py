@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,95 +16,14 @@ import jwt
 import psutil
 import pytest
 
-from podium.runtime import KeyPair, free_port
+from podium.runtime import KeyPair, UnitState
 from podium.testing import assert_eventually, new_key
 from services.common.providers import PaymentGateway
+from tests.integration.otlp import receiving
+from tests.integration.stack import Up, alive, children
 from tests.systems.travel.conftest import trip_request
 
 pytestmark = pytest.mark.engine
-
-
-class Up:
-    def __init__(self, tmp: Path) -> None:
-        self.data = tmp / "data"
-        self.ingress = free_port()
-        self.admin = free_port()
-        self.node = free_port()
-        self.gateway = free_port()
-        self.travel = free_port()
-        self.config = tmp / "pyproject.toml"
-        self.config.write_text(
-            "[tool.podium]\ndeployments = [\n"
-            f'  {{ name = "common", app = "services.common.app:app", port = {free_port()} }},\n'
-            f'  {{ name = "travel", app = "services.travel.app:app", port = {self.travel}, workers = 2 }},\n'
-            "]\n"
-        )
-        self.tmp = tmp
-        self.runs = 0
-
-    @property
-    def ingress_url(self) -> str:
-        return f"http://127.0.0.1:{self.ingress}"
-
-    @contextmanager
-    def running(self) -> Iterator[subprocess.Popen[bytes]]:
-        argv = [
-            sys.executable,
-            "-m",
-            "podium",
-            "up",
-            "--data-dir",
-            str(self.data),
-            "--config",
-            str(self.config),
-        ]
-        argv += [
-            "--ingress-port",
-            str(self.ingress),
-            "--admin-port",
-            str(self.admin),
-            "--node-port",
-            str(self.node),
-            "--gateway-port",
-            str(self.gateway),
-        ]
-        self.runs += 1
-        self.output = self.tmp / f"up-{self.runs}.out"
-        with self.output.open("wb") as out:
-            process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            assert_eventually(
-                lambda: process.poll() is None and "Podium is up" in self.output.read_text(),
-                timeout=90,
-                message=f"podium up (output: {self.output})",
-            )
-            yield process
-        finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-                process.wait(timeout=60)
-
-    def invoke(self, *args: str) -> subprocess.CompletedProcess[str]:
-        argv = [sys.executable, "-m", "podium", "invoke", "--ingress", self.ingress_url, *args]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=120)
-
-    def podium(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """Run ``podium ARGS --data-dir <this stack's data>``."""
-        argv = [sys.executable, "-m", "podium", *args, "--data-dir", str(self.data)]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=120)
-
-    def token(self, *scopes: str) -> str:
-        made = self.podium("token", "--scope", " ".join(scopes))
-        assert made.returncode == 0, made.stderr
-        return made.stdout.strip().splitlines()[-1]
-
-    def gateway_post(self, path: str, token: str | None, body: Any = None) -> httpx.Response:
-        headers = {} if token is None else {"authorization": f"Bearer {token}"}
-        return httpx.post(f"http://127.0.0.1:{self.gateway}{path}", json=body, headers=headers, timeout=30)
-
-
-def children(process: subprocess.Popen[bytes]) -> list[psutil.Process]:
-    return psutil.Process(process.pid).children(recursive=True)
 
 
 def test_up_serves_the_seed_request_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
@@ -250,3 +169,348 @@ def test_up_again_resumes_an_in_flight_booking(tmp_path: Path) -> None:
         done = assert_eventually(lambda: (b := booking())["status"] != "pending" and b, timeout=90)
     assert done["status"] == "confirmed"
     assert len([e for e in gateway.effects(kind="charge") if e["key"] == payment_id]) == 1
+
+
+def status_rows(output: str) -> dict[str, list[str]]:
+    """``podium status``'s table: each unit's cells, by name."""
+    lines = output.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("NAME"))
+    rows: dict[str, list[str]] = {}
+    for line in lines[header + 1 :]:
+        if not line.strip():
+            break
+        cells = line.split()
+        rows[cells[0]] = cells
+    return rows
+
+
+def slow_booking_in_flight(up: Up, gateway: PaymentGateway) -> str:
+    """Start a booking whose charge takes 3 s and return its trip id once the charge has begun."""
+    trip_id = new_key("trip")
+    body = trip_request(customer_id=new_key("slow"))
+    httpx.post(f"{up.ingress_url}/TripOrchestrator/{trip_id}/BookTrip/send", json=body).raise_for_status()
+    assert_eventually(lambda: gateway.requests(f"{trip_id}-payment") == 1, timeout=30, message="the charge")
+    return trip_id
+
+
+def finished_booking(up: Up, trip_id: str) -> dict[str, Any]:
+    def booking() -> dict[str, Any]:
+        try:
+            answer = httpx.post(f"{up.ingress_url}/TripOrchestrator/{trip_id}/GetBooking", timeout=10)
+        except httpx.HTTPError:
+            return {"status": "unreachable"}
+        body: dict[str, Any] = (
+            answer.json() if answer.is_success else {"status": f"http {answer.status_code}"}
+        )
+        return body
+
+    done: dict[str, Any] = assert_eventually(
+        lambda: (b := booking())["status"] not in ("pending", "unreachable") and b,
+        timeout=90,
+        message="the booking to finish",
+    )
+    return done
+
+
+def charges(gateway: PaymentGateway, trip_id: str) -> int:
+    return len([e for e in gateway.effects(kind="charge") if e["key"] == f"{trip_id}-payment"])
+
+
+def test_up_replaces_a_killed_worker_and_restarts_a_killed_deployment(tmp_path: Path) -> None:
+    up = Up(tmp_path)
+    payments = PaymentGateway(directory=up.data / "providers")
+    with up.running() as process:
+        travel = assert_eventually(lambda: len((u := up.unit("travel")).workers) == 2 and u, timeout=30)
+
+        # one worker: granian starts another, the deployment stays up in the same master
+        victim = travel.workers[0]
+        os.kill(victim, signal.SIGKILL)
+        after = assert_eventually(
+            lambda: (
+                (u := up.unit("travel")).worker_restarts == 1
+                and len(u.workers) == 2
+                and victim not in u.workers
+                and u
+            ),
+            timeout=30,
+            message="a new worker",
+        )
+        assert (after.pid, after.restarts, after.state) == (travel.pid, 0, UnitState.RUNNING)
+        booked = up.invoke(f"TripOrchestrator/{new_key('trip')}/BookTrip", json.dumps(trip_request()))
+        assert booked.returncode == 0, booked.stderr
+        assert json.loads(booked.stdout)["status"] == "confirmed"
+
+        # the whole deployment (master and workers) with a booking in flight: back on the same port,
+        # and the booking finishes with one charge
+        trip_id = slow_booking_in_flight(up, payments)
+        assert travel.pid is not None
+        os.killpg(travel.pid, signal.SIGKILL)
+        again = up.restarted("travel", travel)
+        assert (again.ports, again.restarts) == ([up.travel], 1)
+        assert finished_booking(up, trip_id)["status"] == "confirmed"
+        assert charges(payments, trip_id) == 1
+        booked = up.invoke(f"TripOrchestrator/{new_key('trip')}/BookTrip", json.dumps(trip_request()))
+        assert json.loads(booked.stdout)["status"] == "confirmed"
+
+        assert process.poll() is None
+        said = up.said()
+        assert f"deployment travel: worker pid {victim} exited" in said
+        assert f"replaced pid {victim}" in said
+        assert "deployment travel exited (killed by SIGKILL); restarting in 0.5 s (restart 1)" in said
+        assert f"deployment travel restarted (pid {again.pid}, restart 1)" in said
+        spawned = children(process)
+    assert process.returncode == 0
+    assert not [child.pid for child in spawned if alive(child.pid)]
+
+
+def test_up_restarts_the_gateway_and_the_engine_and_status_shows_the_stack(tmp_path: Path) -> None:
+    up = Up(tmp_path)
+    payments = PaymentGateway(directory=up.data / "providers")
+    with up.running() as process:
+        shown = up.podium("status")
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        rows = status_rows(shown.stdout)
+        assert set(rows) == {"engine", "common", "travel", "gateway"}
+        for name, cells in rows.items():
+            assert cells[-2:] == ["running", "healthy"], (name, cells)
+        assert str(up.stack().pid) in shown.stdout
+        second = subprocess.run(
+            [sys.executable, "-m", "podium", "up", "--data-dir", str(up.data), "--config", str(up.config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 1
+        assert f"another supervisor (pid {process.pid}) runs this stack" in second.stderr
+        assert up.stack().state == "running"
+        assert str(up.gateway) in rows["gateway"]
+        assert f"{up.ingress},{up.admin}" in rows["engine"]
+
+        # the gateway
+        gateway = up.unit("gateway")
+        assert gateway.pid is not None
+        os.kill(gateway.pid, signal.SIGKILL)
+        up.restarted("gateway", gateway)
+        missing = f"/TripOrchestrator/{new_key('trip')}/GetBooking"
+        assert up.gateway_post(missing, up.token("travel:read")).status_code == 404  # through, no booking
+
+        # the engine, with a booking in flight: same data directory, deployments registered, it finishes
+        trip_id = slow_booking_in_flight(up, payments)
+        engine = up.unit("engine")
+        assert engine.pid is not None
+        os.kill(engine.pid, signal.SIGKILL)
+        up.restarted("engine", engine)
+        assert finished_booking(up, trip_id)["status"] == "confirmed"
+        assert charges(payments, trip_id) == 1
+        registered = httpx.get(f"http://127.0.0.1:{up.admin}/deployments").json()["deployments"]
+        uris = {str(d.get("uri")).rstrip("/") for d in registered}
+        assert {up.unit("travel").url, up.unit("common").url} <= uris
+
+        said = up.said()
+        assert "gateway exited (killed by SIGKILL); restarting in 0.5 s (restart 1)" in said
+        assert "engine exited (killed by SIGKILL); restarting in 0.5 s (restart 1)" in said
+        assert "engine: deployments registered again: common, travel" in said
+        assert process.poll() is None
+
+        shown = up.podium("status")
+        assert shown.returncode == 0, shown.stdout
+        rows = status_rows(shown.stdout)
+        assert rows["engine"][-3:] == ["1", "running", "healthy"]
+        assert rows["gateway"][-3:] == ["1", "running", "healthy"]
+        assert "engine: killed by SIGKILL" in shown.stdout
+        spawned = children(process)
+    assert process.returncode == 0
+    assert "stopping ..." in up.said()
+    assert not [child.pid for child in spawned if alive(child.pid)]
+
+    stopped = up.podium("status")
+    assert stopped.returncode == 3
+    assert "not running" in stopped.stdout
+    assert "stopped at" in stopped.stdout
+    logged = up.podium("logs", "supervisor")
+    assert logged.returncode == 0, logged.stderr
+    assert "WARNING podium.supervisor engine exited (killed by SIGKILL)" in logged.stdout
+    assert "signal=SIGKILL" in logged.stdout
+
+
+def test_status_shows_a_process_left_failed_and_a_supervisor_that_is_gone(tmp_path: Path) -> None:
+    up = Up(tmp_path)
+    with up.running("--restart-limit", "1", "--restart-delay", "0.1") as process:
+        first = up.unit("gateway")
+        assert first.pid is not None
+        os.kill(first.pid, signal.SIGKILL)
+        second = up.restarted("gateway", first)
+        assert second.pid is not None
+        os.kill(second.pid, signal.SIGKILL)
+        assert_eventually(lambda: up.unit("gateway").state is UnitState.FAILED, timeout=30)
+        assert (
+            "gateway exited (killed by SIGKILL): 2 exits within 60 s, more than the limit of 1; left failed"
+        ) in up.said()
+
+        shown = up.podium("status")
+        assert shown.returncode == 1, shown.stdout
+        rows = status_rows(shown.stdout)
+        assert rows["gateway"][-2:] == ["failed", "-"]
+        for name in ("engine", "common", "travel"):
+            assert rows[name][-2:] == ["running", "healthy"]
+        # the rest keeps serving
+        booked = up.invoke(f"TripOrchestrator/{new_key('trip')}/BookTrip", json.dumps(trip_request()))
+        assert json.loads(booked.stdout)["status"] == "confirmed"
+
+        # podium up itself killed: its processes follow it (parent-death signal), its state file is stale
+        spawned = children(process)
+        process.kill()
+        process.wait()
+        gone = up.podium("status")
+        assert gone.returncode == 3
+        assert f"supervisor (podium up, pid {process.pid}) is gone" in gone.stdout
+        assert_eventually(
+            lambda: not [c.pid for c in spawned if alive(c.pid)], timeout=30, message="no orphan"
+        )
+
+    (tmp_path / "other").mkdir()
+    never = Up(tmp_path / "other").podium("status")
+    assert never.returncode == 3
+    assert "no stack has run" in never.stdout
+
+
+def write_logs(folder: Path) -> dict[str, list[str]]:
+    folder.mkdir(parents=True)
+    written = {
+        "restate-server": [
+            "2025-03-01T10:00:00.000000Z INFO restate_server",
+            "  Starting Restate Server 1.7.12",
+            "2025-03-01T10:00:02.000000Z WARN restate_invoker",
+            "  retrying invocation",
+        ],
+        "travel": [
+            json.dumps(
+                {
+                    "time": "2025-03-01T10:00:01.500Z",
+                    "level": "INFO",
+                    "name": "podium.saga",
+                    "message": "saga started",
+                    "system": "travel",
+                    "invocation_id": "inv_1",
+                    "saga": "book-trip",
+                    "step": "reserve flight",
+                    "correlation_id": "c-1",
+                }
+            ),
+            "[ERROR] Unexpected exit from worker-1",
+            json.dumps(
+                {
+                    "time": "2025-03-01T10:00:03Z",
+                    "level": "ERROR",
+                    "name": "podium.saga",
+                    "message": "step failed",
+                    "exception": "Traceback (most recent call last):\nValueError: no seats",
+                }
+            ),
+        ],
+        "gateway": ["gateway says hello", "and has no clock"],
+    }
+    for name, lines in written.items():
+        (folder / f"{name}.log").write_text("".join(f"{line}\n" for line in lines))
+    return written
+
+
+def local(stamp: str) -> str:
+    return datetime.fromisoformat(stamp).astimezone().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def test_logs_shows_every_file_by_time_rendered_or_raw(tmp_path: Path) -> None:
+    up = Up(tmp_path)
+    written = write_logs(up.data / "logs")
+
+    one = up.podium("logs", "travel")
+    assert one.returncode == 0, one.stderr
+    assert one.stdout.splitlines() == [
+        f"{local('2025-03-01T10:00:01.500Z')} INFO    podium.saga saga started system=travel "
+        'invocation_id=inv_1 saga=book-trip step="reserve flight" correlation_id=c-1',
+        "[ERROR] Unexpected exit from worker-1",
+        f"{local('2025-03-01T10:00:03Z')} ERROR   podium.saga step failed",
+        "    Traceback (most recent call last):",
+        "    ValueError: no seats",
+    ]
+    raw = up.podium("logs", "travel", "--json")
+    assert raw.stdout.splitlines() == written["travel"]
+    engine = up.podium("logs", "engine", "--tail", "2")
+    assert engine.stdout.splitlines() == written["restate-server"][-2:]
+
+    everything = up.podium("logs")
+    assert everything.returncode == 0
+    lines = everything.stdout.splitlines()
+    sources = [line.split(" | ", 1)[0].strip() for line in lines]
+    # by time: engine 10:00:00 (two lines), travel 10:00:01.5 (and the line after it), engine 10:00:02,
+    # travel 10:00:03 (with its traceback); the gateway's lines have no time: after the others
+    assert sources == [
+        *["restate-server"] * 2,
+        *["travel"] * 2,
+        *["restate-server"] * 2,
+        *["travel"] * 3,
+        *["gateway"] * 2,
+    ]
+    assert lines[-1] == "gateway        | and has no clock"
+    assert "no time could be read in gateway.log" in everything.stderr
+
+    unknown = up.podium("logs", "billing")
+    assert unknown.returncode == 2
+    assert "gateway, restate-server, travel" in unknown.stderr
+
+
+def test_logs_follow_prints_lines_appended_later(tmp_path: Path) -> None:
+    up = Up(tmp_path)
+    write_logs(up.data / "logs")
+    output = tmp_path / "follow.out"
+    argv = [sys.executable, "-m", "podium", "logs", "travel", "--follow", "--data-dir", str(up.data)]
+    with output.open("wb") as out:
+        follower = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        assert_eventually(lambda: "ValueError: no seats" in output.read_text(), timeout=30)
+        line = {
+            "time": "2025-03-01T10:05:00Z",
+            "level": "WARNING",
+            "name": "podium.saga",
+            "message": "retried",
+        }
+        with (up.data / "logs" / "travel.log").open("a") as log:
+            log.write(json.dumps(line) + "\n")
+        expected = f"{local('2025-03-01T10:05:00Z')} WARNING podium.saga retried"
+        assert_eventually(lambda: expected in output.read_text(), timeout=30, message="the new line")
+        assert follower.poll() is None
+    finally:
+        follower.terminate()
+        follower.wait(timeout=30)
+
+
+def test_up_exports_one_trace_per_request_and_serves_metrics(tmp_path: Path) -> None:
+    """`podium up --otlp-endpoint`: the gateway, the engine and the deployments export to one collector."""
+    up = Up(tmp_path)
+    with receiving() as (collector, endpoint), up.running("--otlp-endpoint", endpoint):
+        assert f"Traces: to {endpoint}" in up.output.read_text()
+        trip = new_key("trip")
+        booked = up.gateway_post(
+            f"/TripOrchestrator/{trip}/BookTrip", up.token("travel:write"), trip_request()
+        )
+        assert booked.status_code == 200, booked.text
+        assert booked.json()["status"] == "confirmed"
+
+        def one_trace() -> set[str]:
+            roots = collector.spans(lambda s: s.service == "gateway" and "BookTrip" in s.name)
+            assert roots, "no gateway span yet"
+            trace = roots[-1].trace_id
+            services = {s.service for s in collector.spans(lambda s: s.trace_id == trace)}
+            assert {"gateway", "travel"} <= services, services
+            assert len(services) >= 3, services  # and the engine's
+            return services
+
+        assert_eventually(
+            one_trace, timeout=30, message="the booking's trace from gateway, engine and travel"
+        )
+
+        gateway_metrics = httpx.get(f"http://127.0.0.1:{up.metrics}/metrics", timeout=10).text
+        assert "podium_gateway_admitted_total" in gateway_metrics
+        travel_metrics = httpx.get(f"http://127.0.0.1:{up.travel}/metrics", timeout=10).text
+        assert 'podium_saga_ended_total{outcome="completed",saga="book-trip"}' in travel_metrics
+        assert httpx.get(f"http://127.0.0.1:{up.gateway}/metrics", timeout=10).status_code == 401

@@ -394,7 +394,7 @@ def test_the_gateway_answers_like_the_ingress_for_handler_errors(
     assert proxied.json()["message"] == direct.json()["message"]
     assert "ms" in proxied.json()["message"]
     assert proxied.headers["content-type"] == direct.headers["content-type"]
-    assert set(proxied.headers) - {"connection"} == set(direct.headers) - {"connection"}
+    assert set(proxied.headers) - {"connection", "x-correlation-id"} == set(direct.headers) - {"connection"}
 
 
 def test_a_private_or_unknown_handler_is_404_and_starts_nothing(

@@ -1,17 +1,27 @@
-"""The ``podium`` command: ``up`` runs everything, ``invoke`` calls a handler, ``serve`` runs a deployment."""
+"""The ``podium`` command.
+
+``up`` runs and supervises everything, ``status`` and ``logs`` show it, ``invoke`` calls a handler,
+``serve`` runs a deployment.
+"""
 
 from __future__ import annotations
 
 import getpass
+import heapq
 import json
+import logging
 import re
 import signal
 import sys
+import textwrap
 import threading
+import time
 import tomllib
 import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -20,6 +30,9 @@ import httpx
 import typer
 
 from podium._app import IDENTITY_KEYS_ENV
+from podium._logging import LOG_FORMAT_ENV, SYSTEM_ENV, JsonFormatter
+from podium._telemetry import ENDPOINT_ENV as OTLP_ENDPOINT_ENV
+from podium._telemetry import METRICS_DIR_ENV
 from podium.gateway import CLIENTS_FILE, HEALTH_PATH, ClientStore, TokenIssuer, parse_scopes
 from podium.runtime import (
     REQUEST_IDENTITY_FILE,
@@ -27,17 +40,25 @@ from podium.runtime import (
     TOKEN_ISSUER_FILE,
     ChildProcess,
     DeploymentProcess,
+    DeploymentUnit,
     Engine,
     EngineConfig,
-    EngineError,
+    EngineUnit,
     KeyFileError,
     KeyPair,
+    ProcessUnit,
+    RestartPolicy,
+    Supervisor,
+    Unit,
+    UnitState,
+    check_health,
     keys_dir,
     load_app,
     load_public_keys,
+    read_stack,
     restate_public_key,
     serve_forever,
-    wait_until,
+    stack_file,
 )
 from podium.runtime._granian import exec_granian
 from podium.runtime._serve import DEFAULT_SERVER, SERVERS
@@ -50,6 +71,8 @@ GATEWAY_MAX_IN_FLIGHT = 96
 (docs/performance.md): with 96 in flight and 32 queued, offered twice its capacity (400/s), the order
 flow completed 206 orders/s with p99 0.80 s and refused the rest in milliseconds."""
 GATEWAY_MAX_QUEUE = 32
+GATEWAY_METRICS_PORT = 9464
+"""Where ``podium up``'s gateway serves its Prometheus metrics (loopback), OpenMetrics' customary port."""
 """Default queue of ``podium up``'s gateway (a queued request waits at most a second)."""
 
 
@@ -92,6 +115,12 @@ def read_deployments(pyproject: Path) -> list[Deployment]:
     ]
 
 
+RESERVED_NAMES = frozenset({"engine", "gateway", "supervisor", "restate-server"})
+"""Names of ``podium up``'s other units and log files, which no deployment may take."""
+RESTART = RestartPolicy()
+"""``podium up``'s restart policy unless its options say otherwise (docs/operations.md)."""
+
+
 @app.command()
 def up(
     data_dir: Annotated[
@@ -112,9 +141,45 @@ def up(
     max_queue: Annotated[
         int, typer.Option(min=0, help="Requests the gateway holds while every slot is busy.")
     ] = GATEWAY_MAX_QUEUE,
+    restart_delay: Annotated[
+        float, typer.Option(min=0.01, help="Seconds before restarting a process that exited; doubles.")
+    ] = RESTART.delay.total_seconds(),
+    restart_max_delay: Annotated[
+        float, typer.Option(min=0.01, help="The longest wait between two restarts, in seconds.")
+    ] = RESTART.max_delay.total_seconds(),
+    restart_limit: Annotated[
+        int, typer.Option(min=0, help="Exits allowed within the window; one more leaves the process failed.")
+    ] = RESTART.limit,
+    restart_window: Annotated[
+        float,
+        typer.Option(
+            min=1, help="Seconds over which exits are counted; a process that ran this long starts over."
+        ),
+    ] = RESTART.window.total_seconds(),
+    otlp_endpoint: Annotated[
+        str | None,
+        typer.Option(help="OTLP gRPC collector (http://host:4317): every process exports its traces there."),
+    ] = None,
+    gateway_metrics_port: Annotated[
+        int, typer.Option(help="Loopback port of the gateway's Prometheus metrics (0: none).")
+    ] = GATEWAY_METRICS_PORT,
 ) -> None:
-    """Start the engine and every deployment, register them, and stay in the foreground until Ctrl-C."""
+    """Start the engine, every deployment and the gateway, and keep them up until Ctrl-C.
+
+    A process that exits is started again after a backoff; one that exits too often is left failed
+    while the rest keeps serving (docs/operations.md). `podium status` shows the stack.
+    """
     deployments = read_deployments(config)
+    names = [d.name for d in deployments]
+    taken = sorted({n for n in names if names.count(n) > 1} | (set(names) & RESERVED_NAMES))
+    if taken:
+        # Each name is a unit of the supervisor and a log file: they must not meet.
+        raise typer.BadParameter(
+            f"deployment names must be unique and none of {', '.join(sorted(RESERVED_NAMES))}: {taken}",
+            param_hint="--config",
+        )
+    if restart_max_delay < restart_delay:
+        raise typer.BadParameter("must be at least --restart-delay", param_hint="--restart-max-delay")
     try:
         identity = KeyPair.load_or_create(keys_dir(data_dir) / REQUEST_IDENTITY_FILE)
     except KeyFileError as exc:
@@ -126,78 +191,149 @@ def up(
         admin_port=admin_port,
         node_port=node_port,
         request_identity_key=identity.path,
+        tracing_endpoint=otlp_endpoint,
+    )
+    # Traces: the engine exports its own spans (above); every Python process exports its spans to the
+    # same collector through the standard OpenTelemetry variable.
+    tracing = {OTLP_ENDPOINT_ENV: otlp_endpoint} if otlp_endpoint else {}
+    window = timedelta(seconds=restart_window)
+    policy = RestartPolicy(
+        delay=timedelta(seconds=restart_delay),
+        max_delay=timedelta(seconds=restart_max_delay),
+        limit=restart_limit,
+        window=window,
+        reset_after=window,
     )
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    engine = Engine(engine_config)
-    processes: list[DeploymentProcess] = []
-    gateway: ChildProcess | None = None
-    try:
-        typer.echo(f"starting restate-server (data in {data_dir}/restate-data) ...")
-        engine.start()
-        for deployment in deployments:
-            process = DeploymentProcess(
-                deployment.app,
-                port=deployment.port,
-                log_file=data_dir / "logs" / f"{deployment.name}.log",
-                env={
-                    "PODIUM_DATA_DIR": str(data_dir.resolve()),
-                    IDENTITY_KEYS_ENV: identity_keys(identity, data_dir),
-                },
-                workers=deployment.workers,
-            )
-            processes.append(process)
-            process.start()
-            answer = engine.register(process.url)
-            names = ", ".join(sorted(s["name"] for s in answer.get("services", [])))
-            typer.echo(f"  {deployment.name:<12} {process.url}  {names}")
-        front = ""
-        if gateway_port:
-            gateway = gateway_process(
-                engine.ingress_url,
-                admin_url=engine.admin_url,
-                data_dir=data_dir,
-                edge=read_edge_routes(config),
-                port=gateway_port,
-                max_in_flight=max_in_flight,
-                max_queue=max_queue,
-                log_file=data_dir / "logs" / "gateway.log",
-            )
-            start_gateway(gateway, port=gateway_port)
-            front = (
-                f"  gateway  http://127.0.0.1:{gateway_port}   (the public door: public handlers only, "
-                f"with a token (podium token); {max_in_flight} in flight, {max_queue} queued, "
-                "then 503 + Retry-After)\n"
-            )
-        typer.echo(
-            "\nPodium is up.\n"
-            f"  ingress  {engine.ingress_url}   (trusted, loopback only: every handler; podium invoke)\n"
-            + front
-            + f"  admin    {engine.admin_url}\n"
-            f"  web UI   {engine.admin_url}/ui/\n"
-            f"  logs     {data_dir / 'logs'}/\n"
-            "Ctrl-C stops everything; `podium up` again resumes in-flight workflows.",
+    logs = data_dir / "logs"
+    supervisor = Supervisor(policy=policy, state_file=stack_file(data_dir))
+    engine = EngineUnit(Engine(engine_config))
+    supervisor.add(engine)
+    for deployment in deployments:
+        process = DeploymentProcess(
+            deployment.app,
+            port=deployment.port,
+            log_file=logs / f"{deployment.name}.log",
+            env={
+                "PODIUM_DATA_DIR": str(data_dir.resolve()),
+                IDENTITY_KEYS_ENV: identity_keys(identity, data_dir),
+                LOG_FORMAT_ENV: "json",
+                SYSTEM_ENV: deployment.name,
+                # Every granian worker counts into this folder; GET /metrics on any worker sums them.
+                METRICS_DIR_ENV: str((data_dir / "run" / "metrics" / deployment.name).resolve()),
+                **tracing,
+            },
+            workers=deployment.workers,
         )
-        while not stop.is_set():
-            if not engine.running():
-                raise EngineError(f"restate-server exited; see {engine.log_file}")
-            for process in processes:
-                if not process.running():
-                    raise EngineError(f"deployment {process.app_spec} exited; see {process.log_file}")
-            if gateway is not None and not gateway.running():
-                raise EngineError(f"the gateway exited; see {gateway.log_file}")
-            stop.wait(0.5)
-        typer.echo("stopping ...")
-    except (EngineError, TimeoutError) as exc:
+        supervisor.add(DeploymentUnit(deployment.name, process, engine=engine))
+    if gateway_port:
+        gateway = gateway_process(
+            engine.engine.ingress_url,
+            admin_url=engine.engine.admin_url,
+            data_dir=data_dir,
+            edge=read_edge_routes(config),
+            port=gateway_port,
+            max_in_flight=max_in_flight,
+            max_queue=max_queue,
+            log_file=logs / "gateway.log",
+            metrics_port=gateway_metrics_port,
+            env=tracing,
+        )
+        supervisor.add(gateway_unit(gateway, port=gateway_port))
+
+    def started(unit: Unit) -> None:
+        if isinstance(unit, DeploymentUnit):
+            typer.echo(f"  {unit.name:<12} {unit.url}  {', '.join(unit.services)}")
+
+    handlers = supervisor_logging(logs / "supervisor.log")
+    try:
+        with supervisor:
+            typer.echo(f"starting restate-server (data in {data_dir}/restate-data) ...")
+            supervisor.start(stop, on_start=started)
+            if not stop.is_set():
+                banner = up_banner(engine.engine, data_dir, gateway_port, max_in_flight, max_queue, policy)
+                typer.echo(banner + observability_banner(engine.engine, gateway_metrics_port, otlp_endpoint))
+                supervisor.run(stop)
+            typer.echo("stopping ...")
+    except (RuntimeError, TimeoutError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     finally:
-        if gateway is not None:
-            gateway.stop(grace=12.0)  # the gateway lets forwarded requests finish for up to 10 s
-        for process in processes:
-            process.stop()
-        engine.stop()
+        for handler in handlers:
+            logging.getLogger("podium.supervisor").removeHandler(handler)
+            handler.close()
+
+
+def up_banner(
+    engine: Engine,
+    data_dir: Path,
+    gateway_port: int,
+    max_in_flight: int,
+    max_queue: int,
+    policy: RestartPolicy,
+) -> str:
+    """What ``podium up`` prints once everything answers."""
+    front = ""
+    if gateway_port:
+        front = (
+            f"  gateway  http://127.0.0.1:{gateway_port}   (the public door: public handlers only, "
+            f"with a token (podium token); {max_in_flight} in flight, {max_queue} queued, "
+            "then 503 + Retry-After)\n"
+        )
+    window = policy.window.total_seconds()
+    return (
+        "\nPodium is up.\n"
+        f"  ingress  {engine.ingress_url}   (trusted, loopback only: every handler; podium invoke)\n"
+        + front
+        + f"  admin    {engine.admin_url}\n"
+        f"  web UI   {engine.admin_url}/ui/\n"
+        f"  logs     {data_dir / 'logs'}/   (podium logs [NAME] [--follow])\n"
+        f"Supervised: a process that exits is restarted (after {policy.delay.total_seconds():g} s, doubling "
+        f"to {policy.max_delay.total_seconds():g} s); more than {policy.limit} exits in {window:g} s leave "
+        "it failed. podium status shows the stack.\n"
+        "Ctrl-C stops everything; `podium up` again resumes in-flight workflows."
+    )
+
+
+def observability_banner(engine: Engine, gateway_metrics_port: int, otlp_endpoint: str | None) -> str:
+    """Where ``podium up``'s metrics are served and where its traces go."""
+    gateway = f"gateway http://127.0.0.1:{gateway_metrics_port}/metrics, " if gateway_metrics_port else ""
+    node = f"http://{engine.config.host}:{engine.config.node_port}/metrics"
+    traces = f"to {otlp_endpoint} (OTLP gRPC)" if otlp_endpoint else "off (podium up --otlp-endpoint URL)"
+    return (
+        f"\nMetrics: {gateway}each deployment's <url>/metrics, engine {node}.\n"
+        f"Traces: {traces}. docs/operations.md tells more."
+    )
+
+
+class _HumanFormatter(logging.Formatter):
+    """The supervisor's lines on ``podium up``'s terminal: local time and the message."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(message)s", datefmt="%H:%M:%S")
+
+
+def supervisor_logging(log_file: Path) -> list[logging.Handler]:
+    """Print the supervisor's events (restarts and above) and log all of them as JSON lines to ``log_file``.
+
+    Returns:
+        The handlers added to the ``podium.supervisor`` logger, for the caller to remove.
+    """
+    logger = logging.getLogger("podium.supervisor")
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False  # printed here; a root handler would print every line twice
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    to_file = logging.FileHandler(log_file, encoding="utf-8")
+    to_file.setFormatter(JsonFormatter("supervisor"))
+    to_file.setLevel(logging.DEBUG)
+    to_terminal = logging.StreamHandler(sys.stdout)
+    to_terminal.setFormatter(_HumanFormatter())
+    to_terminal.setLevel(logging.INFO)
+    for handler in (to_file, to_terminal):
+        logger.addHandler(handler)
+    return [to_file, to_terminal]
 
 
 def identity_keys(identity: KeyPair, data_dir: Path) -> str:
@@ -221,6 +357,8 @@ def gateway_process(
     max_in_flight: int,
     max_queue: int,
     log_file: Path,
+    metrics_port: int = 0,
+    env: dict[str, str] | None = None,
 ) -> ChildProcess:
     """The ``python -m podium.gateway`` process in front of ``upstream`` (not started).
 
@@ -253,25 +391,34 @@ def gateway_process(
     ]
     for spec in edge:
         argv += ["--edge", spec]
+    if metrics_port:
+        argv += ["--metrics-port", str(metrics_port)]
     # Edge routes keep their data where the deployments keep theirs (the card vault: providers/).
-    env = {"PODIUM_DATA_DIR": str(data_dir.resolve())}
-    return ChildProcess(argv, log_file=log_file, env=env, name="gateway")
+    environment = {"PODIUM_DATA_DIR": str(data_dir.resolve()), LOG_FORMAT_ENV: "json", SYSTEM_ENV: "gateway"}
+    return ChildProcess(argv, log_file=log_file, env={**environment, **(env or {})}, name="gateway")
+
+
+def gateway_unit(gateway: ChildProcess, *, port: int) -> ProcessUnit:
+    """``gateway`` as a supervised unit: healthy when its health path answers on ``port``."""
+    url = f"http://127.0.0.1:{port}"
+    return ProcessUnit(
+        "gateway",
+        gateway,
+        kind="gateway",
+        ports=[port],
+        url=url,
+        health_urls=[f"{url}{HEALTH_PATH}"],
+        stop_grace=12.0,  # the gateway lets forwarded requests finish for up to 10 s
+    )
 
 
 def start_gateway(gateway: ChildProcess, *, port: int) -> None:
-    """Start ``gateway`` and wait until it answers on ``port``."""
-    gateway.start()
-    url = f"http://127.0.0.1:{port}{HEALTH_PATH}"
+    """Start ``gateway`` and wait until it answers on ``port``.
 
-    def ready() -> bool:
-        if not gateway.running():
-            raise EngineError(f"the gateway exited at start; see {gateway.log_file}:\n{gateway.tail()}")
-        try:
-            return httpx.get(url, timeout=1.0).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(ready, timeout=30, what="the gateway")
+    Raises:
+        StartError: It exited, or did not answer within 30 s.
+    """
+    gateway_unit(gateway, port=port).start()
 
 
 @app.command()
@@ -486,6 +633,337 @@ def keys_rotate(
     path.unlink()
     new = KeyPair.create(path)
     typer.echo(f"{which} key {old.key_id} retired ({kept}); new key {new.key_id}. Restart podium up.")
+
+
+# -- podium status ---------------------------------------------------------------------------------------
+
+STATUS_DOWN = 1
+"""``podium status``'s exit status when a unit is not running and healthy."""
+STATUS_NOT_RUNNING = 3
+"""``podium status``'s exit status when no supervisor runs the stack (as LSB's "program is not running")."""
+
+
+def _local(moment: datetime) -> str:
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _duration(seconds: float) -> str:
+    """``42s``, ``3m 12s``, ``2h 05m``, ``3d 04h``: how long, for a person."""
+    seconds = int(max(seconds, 0))
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d {hours:02d}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+@app.command()
+def status(data_dir: DataDir = Path(".podium")) -> None:
+    """Show every process of the stack `podium up` runs on DATA_DIR: pid, port, up since, restarts, health.
+
+    Exit status: 0 when every process runs and answers its health check, 1 when one does not (down,
+    restarting, failed or not answering), 3 when the stack is not running at all.
+    """
+    path = stack_file(data_dir)
+    try:
+        stack = read_stack(path)
+    except FileNotFoundError:
+        typer.echo(f"not running: no stack has run on {data_dir} (no {path})")
+        raise typer.Exit(STATUS_NOT_RUNNING) from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        typer.echo(f"error: cannot read {path}: {exc}", err=True)
+        raise typer.Exit(STATUS_NOT_RUNNING) from None
+    if stack.state == "stopped":
+        typer.echo(f"not running: the stack on {data_dir} was stopped at {_local(stack.updated_at)}")
+        raise typer.Exit(STATUS_NOT_RUNNING)
+    if not stack.supervisor_alive():
+        typer.echo(
+            f"not running: its supervisor (podium up, pid {stack.pid}) is gone; {path} is stale "
+            f"(last written {_local(stack.updated_at)})"
+        )
+        raise typer.Exit(STATUS_NOT_RUNNING)
+    now = datetime.now(UTC)
+    checked = [u for u in stack.units if u.state in (UnitState.RUNNING, UnitState.STARTING)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = dict(
+            zip(
+                (u.name for u in checked),
+                pool.map(lambda u: check_health(u.health_urls), checked),
+                strict=True,
+            )
+        )
+    typer.echo(
+        f"podium up (pid {stack.pid}) on {data_dir}: {stack.state} since {_local(stack.started_at)} "
+        f"({_duration((now - stack.started_at).total_seconds())})"
+    )
+    rows = [("NAME", "KIND", "PID", "WORKERS", "PORT", "UP SINCE", "RESTARTS", "STATE", "HEALTH")]
+    healthy = True
+    for unit in stack.units:
+        if unit.name in answers:
+            problem = answers[unit.name]
+            health = "healthy" if problem is None else f"unhealthy ({problem})"
+        else:
+            problem, health = "down", "-"
+        healthy = healthy and unit.state is UnitState.RUNNING and problem is None
+        since = "-"
+        if unit.started_at is not None:
+            since = f"{_local(unit.started_at)} ({_duration((now - unit.started_at).total_seconds())})"
+        restarts = str(unit.restarts)
+        if unit.worker_restarts:
+            restarts += f" (+{unit.worker_restarts} workers)"
+        rows.append(
+            (
+                unit.name,
+                unit.kind,
+                str(unit.pid or "-"),
+                ",".join(map(str, unit.workers)) or "-",
+                ",".join(map(str, unit.ports)) or "-",
+                since,
+                restarts,
+                unit.state.value,
+                health,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
+    exits = [u for u in stack.units if u.last_exit is not None]
+    if exits:
+        typer.echo("\nlast exits:")
+        for unit in exits:
+            assert unit.last_exit is not None
+            typer.echo(f"  {unit.name}: {unit.last_exit.reason} at {_local(unit.last_exit.at)}")
+    if not healthy:
+        raise typer.Exit(STATUS_DOWN)
+
+
+# -- podium logs -----------------------------------------------------------------------------------------
+
+LOG_ALIASES = {"engine": "restate-server"}
+"""Names ``podium logs`` accepts for a log file of another name."""
+_TIME_FIELDS = ("time", "asctime", "timestamp", "ts")
+_LEVEL_FIELDS = ("level", "levelname")
+_NAME_FIELDS = ("name", "logger")
+_MESSAGE_FIELDS = ("message", "msg")
+_TRACE_FIELDS = ("exception", "exc_info", "stack", "stack_info")
+
+
+@dataclass
+class LogLine:
+    """One line of a log file."""
+
+    source: str
+    """The file's name without ``.log``: ``restate-server``, a deployment's name, ``gateway``..."""
+    text: str
+    """The line as written, without its newline."""
+    record: dict[str, Any] | None
+    """The line as a JSON object, when it is one."""
+    when: float | None
+    """Its time (seconds since the epoch), when one can be read from it."""
+
+
+def parse_time(value: object) -> float | None:
+    """A timestamp (ISO 8601, or seconds since the epoch) as seconds since the epoch; None if it is not one.
+
+    A time without a zone is local time, as Python's logging writes ``asctime``.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if not isinstance(value, str) or len(value) < 16 or ":" not in value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip("[]"))
+    except ValueError:
+        return None
+    return moment.timestamp()  # a naive datetime is taken as local time
+
+
+def parse_log_line(source: str, text: str) -> LogLine:
+    """Read ``text``: a JSON object (its time field), or a plain line that may start with a timestamp."""
+    record: dict[str, Any] | None = None
+    when: float | None = None
+    if text.startswith("{"):
+        try:
+            loaded = json.loads(text)
+        except ValueError:
+            loaded = None
+        if isinstance(loaded, dict):
+            record = loaded
+            when = next((t for k in _TIME_FIELDS if (t := parse_time(loaded.get(k))) is not None), None)
+    if record is None:
+        words = text.split(maxsplit=2)
+        for candidate in (" ".join(words[:2]), words[0] if words else ""):
+            when = parse_time(candidate.strip("[]"))
+            if when is not None:
+                break
+    return LogLine(source, text, record, when)
+
+
+def _shown_value(value: Any) -> str:
+    if isinstance(value, str):
+        return value if value and not any(c.isspace() or c in "\"'=" for c in value) else json.dumps(value)
+    return json.dumps(value)
+
+
+def render_log_line(line: LogLine, *, raw: bool = False) -> str:
+    """``line`` for a person; with ``raw``, as it was written.
+
+    A JSON object becomes ``time level name message key=value…`` (a traceback on the lines below);
+    anything else is shown as it is.
+    """
+    if raw or line.record is None:
+        return line.text
+    fields = dict(line.record)
+
+    def take(names: tuple[str, ...]) -> Any:
+        for name in names:
+            if name in fields:
+                return fields.pop(name)
+        return None
+
+    stamp = take(_TIME_FIELDS)
+    when = parse_time(stamp)
+    shown_time = (
+        datetime.fromtimestamp(when).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if when is not None else stamp
+    )
+    level, name, message = take(_LEVEL_FIELDS), take(_NAME_FIELDS), take(_MESSAGE_FIELDS)
+    trace = take(_TRACE_FIELDS)
+    head = [str(p) for p in (shown_time, f"{level or '':<7}" if level else None, name, message) if p]
+    head += [f"{key}={_shown_value(value)}" for key, value in fields.items() if value is not None]
+    text = " ".join(head)
+    if trace:
+        text += "\n" + textwrap.indent(str(trace).rstrip("\n"), "    ")
+    return text
+
+
+def _log_files(folder: Path, name: str | None) -> list[Path]:
+    available = sorted(folder.glob("*.log"))
+    if name is None:
+        return available
+    path = folder / f"{LOG_ALIASES.get(name, name)}.log"
+    if not path.is_file():
+        names = ", ".join(p.stem for p in available) or "none yet"
+        raise typer.BadParameter(f"no log {path} (logs in {folder}: {names})", param_hint="NAME")
+    return [path]
+
+
+def _timed(lines: list[LogLine]) -> bool:
+    """Give every line of one file a time: a line without one (a traceback's) takes the one before it.
+
+    Returns whether the file has any time at all.
+    """
+    first = next((line.when for line in lines if line.when is not None), None)
+    if first is None:
+        return False
+    last = first
+    for line in lines:
+        if line.when is None:
+            line.when = last
+        last = line.when
+    return True
+
+
+class _LogReader:
+    """Reads the complete lines appended to one log file since the last read."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.partial = b""
+
+    def read(self, *, final: bool = False) -> list[LogLine]:
+        try:
+            size = self.path.stat().st_size
+            if size < self.offset:  # truncated or replaced: read it again from the start
+                self.offset, self.partial = 0, b""
+            with self.path.open("rb") as handle:
+                handle.seek(self.offset)
+                data = handle.read()
+        except OSError:
+            return []
+        self.offset += len(data)
+        data = self.partial + data
+        complete, _, self.partial = data.rpartition(b"\n")
+        if final and self.partial:
+            complete, self.partial = data, b""
+        if not complete:
+            return []
+        return [
+            parse_log_line(self.path.stem, text) for text in complete.decode("utf-8", "replace").splitlines()
+        ]
+
+
+@app.command()
+def logs(
+    name: Annotated[
+        str | None,
+        typer.Argument(help="One log: engine (restate-server), a deployment's name, gateway, supervisor."),
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl-C.")
+    ] = False,
+    raw: Annotated[bool, typer.Option("--json", help="Print lines as written (JSON), not rendered.")] = False,
+    tail: Annotated[
+        int | None, typer.Option("--tail", "-n", min=0, help="Only the last N lines (all by default).")
+    ] = None,
+    data_dir: DataDir = Path(".podium"),
+) -> None:
+    """Show the stack's logs (DATA_DIR/logs/*.log): all of them interleaved by time, or NAME's.
+
+    JSON lines are shown as time, level, logger, message and key=value fields; other lines as they are.
+    """
+    folder = data_dir / "logs"
+    paths = _log_files(folder, name)
+    if not paths and not follow:
+        typer.echo(f"no logs in {folder} yet", err=True)
+        raise typer.Exit(1)
+    readers = {path: _LogReader(path) for path in paths}
+    per_file = {path: reader.read(final=not follow) for path, reader in readers.items()}
+    timed = [lines for lines in per_file.values() if _timed(lines)]
+    untimed = [path for path, lines in per_file.items() if lines and lines[0].when is None]
+    if len(paths) > 1 and untimed:
+        typer.echo(
+            f"# no time could be read in {', '.join(p.name for p in untimed)}: "
+            + ("shown one after the other" if not timed else "shown after the others, one after the other"),
+            err=True,
+        )
+    ordered: Iterator[LogLine] = heapq.merge(*timed, key=lambda line: line.when or 0.0)
+    shown = [*ordered, *(line for path in untimed for line in per_file[path])]
+    if tail is not None:
+        shown = shown[len(shown) - tail :] if tail else []
+    width = max((len(p.stem) for p in paths), default=0)
+    prefixed = len(paths) > 1 or (follow and name is None)
+
+    def show(line: LogLine) -> None:
+        text = render_log_line(line, raw=raw)
+        if prefixed:  # every line of it, a traceback's too, says where it comes from
+            text = "\n".join(f"{line.source:<{width}} | {part}" for part in text.split("\n"))
+        typer.echo(text)
+
+    for line in shown:
+        show(line)
+    if not follow:
+        return
+    try:
+        while True:
+            if name is None:
+                for path in sorted(folder.glob("*.log")):
+                    if path not in readers:  # a log that appeared since (a deployment added)
+                        readers[path] = _LogReader(path)
+                        width = max(width, len(path.stem))
+            for reader in readers.values():
+                for line in reader.read():
+                    show(line)
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        return
 
 
 def main() -> None:

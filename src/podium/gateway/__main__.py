@@ -1,18 +1,31 @@
-"""``python -m podium.gateway``: run the public door until SIGTERM or SIGINT (``podium up`` starts it)."""
+"""``python -m podium.gateway``: run the public door until SIGTERM or SIGINT (``podium up`` starts it).
+
+It logs on stderr, one JSON object per line with ``system`` set to ``gateway`` (``--log-format json``,
+the default when ``PODIUM_LOG_FORMAT=json``), or readable text lines. With ``--metrics-port`` it serves
+its Prometheus metrics on that loopback port; with ``OTEL_EXPORTER_OTLP_ENDPOINT`` set it exports a server
+span per request over OTLP gRPC (service ``gateway``, or ``OTEL_SERVICE_NAME``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from podium._logging import LOG_FORMAT_ENV, LOG_FORMATS, LOG_LEVEL_ENV, configure_logging
+from podium._telemetry import tracer_provider, tracing_endpoint
 from podium.gateway._clients import AuthService, ClientStore
 from podium.gateway._door import Door, load_edge_routes
 from podium.gateway._proxy import Gateway
 from podium.gateway._routes import RouteTable
 from podium.gateway._tokens import AUDIENCE, ISSUER, TokenIssuer, TokenVerifier
 from podium.runtime import KeyFileError, KeyPair, load_public_keys
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,13 +69,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-body", type=int, default=2**20, help="largest request body, bytes (1 MiB)")
     parser.add_argument("--max-response", type=int, default=4 * 2**20, help="largest answer, bytes (4 MiB)")
     parser.add_argument("--max-connections", type=int, default=256, help="client connections at once (256)")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics on this port (default: none; never on the public port)",
+    )
+    parser.add_argument(
+        "--metrics-host", default="127.0.0.1", help="address of the metrics port (default 127.0.0.1)"
+    )
     parser.add_argument("--no-uvloop", action="store_true", help="use asyncio's loop even if uvloop is there")
-    parser.add_argument("--log-level", default="INFO", help="logging level (INFO)")
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get(LOG_LEVEL_ENV) or "INFO",
+        help=f"lowest level logged (${LOG_LEVEL_ENV}, else INFO)",
+    )
+    from_env = os.environ.get(LOG_FORMAT_ENV, "").strip().lower()
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=from_env if from_env in LOG_FORMATS else "text",
+        help=f"JSON lines or text on stderr (${LOG_FORMAT_ENV}, else text)",
+    )
     return parser.parse_args(argv)
 
 
-def build(args: argparse.Namespace) -> Gateway:
-    """The gateway the command line describes.
+def build(args: argparse.Namespace, *, tracing: TracerProvider | None = None) -> Gateway:
+    """The gateway the command line describes (tracing its requests with ``tracing``, if given).
 
     Raises:
         KeyFileError: The issuer key cannot be used.
@@ -92,18 +125,30 @@ def build(args: argparse.Namespace) -> Gateway:
         max_body=args.max_body,
         max_response=args.max_response,
         max_connections=args.max_connections,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+        tracer_provider=tracing,
     )
 
 
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and serve until a signal."""
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     try:
-        gateway = build(args)
+        configure_logging(system="gateway", level=args.log_level, json=args.log_format == "json")
+        if logging.getLogger().level > logging.DEBUG:
+            # The route table reads the engine's registry every few seconds, and httpx logs each request
+            # at INFO: a line every few seconds that says nothing (errors are logged by the table).
+            logging.getLogger("httpx").setLevel(logging.WARNING)
+        tracing = None if tracing_endpoint() is None else tracer_provider("gateway")
+        gateway = build(args, tracing=tracing)
     except (KeyFileError, ValueError, ImportError, TypeError) as exc:
         sys.exit(f"error: {exc}")
-    gateway.serve_forever(use_uvloop=not args.no_uvloop)
+    try:
+        gateway.serve_forever(use_uvloop=not args.no_uvloop)
+    finally:
+        if tracing is not None:
+            tracing.shutdown()  # export the last batch of spans before the process ends
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from typing import Any
 
 from podium.gateway._clients import AuthService
 from podium.gateway._http import Request
-from podium.gateway._routes import RouteTable
+from podium.gateway._routes import Route, RouteTable
 from podium.gateway._tokens import Claims, TokenError, TokenVerifier, grants
 
 STATS_PATH = "/podium/gateway/stats"
@@ -78,6 +78,8 @@ class Forward:
     """Admit the request and forward it, on behalf of ``subject``."""
 
     subject: str
+    route: Route | None = None
+    """The public handler it calls (for traces)."""
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,7 @@ class Door:
                     "accepted here: tokenize the card with POST /PaymentService/Tokenize and send the token"
                 },
             )
-        return Forward(claims.subject)
+        return Forward(claims.subject, target.route)
 
     def _authenticate(self, request: Request) -> Claims | Answer:
         header = request.header("authorization")

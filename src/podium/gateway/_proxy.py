@@ -6,6 +6,18 @@ request goes to the :class:`~podium.gateway._door.Door`, which answers it, serve
 lets it through for a verified subject; then admission control, forwarding and relaying. The task
 serving a request is cancelled if the client goes away: a queued request leaves the queue; a forwarded
 one keeps its slot until the upstream answers (its invocation goes on in the engine).
+
+Every request gets a correlation id: the client's ``x-correlation-id`` when it is well formed, else a new
+one. It is forwarded to the engine (handlers read it with :func:`podium.correlation_id` and pass it on to
+the services they call) and returned in the answer, refusals included. The gateway logs on
+``podium.gateway``: its start and stop, and at most one line per kind of refusal or upstream error every
+``_WARN_EVERY`` seconds, so an outage or a flood of bad tokens cannot flood the log.
+
+Given a tracer provider, the gateway starts or continues each request's trace: it honours a client's W3C
+``traceparent`` (else starts a new trace), makes one server span per request (method, route, status, a
+hash of the subject; never the token), and forwards its own ``traceparent`` so the engine's spans are its
+children. Given a metrics port, it serves its counters there in Prometheus's format (loopback, never the
+public port). Without either, neither costs anything.
 """
 
 from __future__ import annotations
@@ -21,12 +33,33 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
 from urllib.parse import urlsplit
+from wsgiref.simple_server import WSGIServer
 
 import httptools
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TracerProvider,
+    set_span_in_context,
+)
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from prometheus_client import start_http_server
 
 from podium._caller import SUBJECT_HEADER
+from podium._logging import (
+    CORRELATION_HEADER,
+    framework_logger,
+    new_correlation_id,
+    well_formed_correlation_id,
+)
+from podium._telemetry import GatewayMetrics, subject_hash
 from podium.gateway._admission import Admission
-from podium.gateway._door import Answer, Door, Forward, ServeEdge, ServeStats
+from podium.gateway._door import HEALTH_PATH, TOKEN_PATH, Answer, Door, Forward, ServeEdge, ServeStats
 from podium.gateway._http import (
     CONTINUE,
     MAX_HEAD,
@@ -39,9 +72,10 @@ from podium.gateway._http import (
     is_hop_by_hop,
     json_response,
 )
+from podium.gateway._routes import Route
 from podium.gateway._upstream import UpstreamError, UpstreamPool, UpstreamTimeout
 
-log = logging.getLogger("podium.gateway")
+log = framework_logger("podium.gateway")
 
 _IDLE_TIMEOUT = 120.0
 """Seconds a client connection may stay idle between requests before the gateway closes it."""
@@ -55,6 +89,13 @@ _STRIPPED_PREFIXES = ("x-podium-", "x-restate-")
 _STRIPPED = frozenset({"authorization", "content-length", "expect", "cookie"})
 """Request headers never forwarded: the token stays at the door (the engine would journal it)."""
 _WARN_EVERY = 10.0
+"""Seconds between two log lines of the same kind of refusal or upstream error."""
+_TRACE_CONTEXT = TraceContextTextMapPropagator()
+"""Reads and writes W3C ``traceparent`` and ``tracestate``."""
+_TRACE_HEADERS = frozenset(_TRACE_CONTEXT.fields)
+"""The trace context headers; when tracing, the gateway sends its own instead of the client's."""
+_FIXED_SEGMENTS = frozenset({"", "restate", "call", "send", "invocation", "workflow", "attach", "output"})
+"""Path segments that are the ingress's own words, never a key (for a span's route)."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +180,11 @@ class Gateway:
         max_body: Largest request body accepted, in bytes; larger ones are answered 413.
         max_response: Largest answer relayed, in bytes; a larger one is answered 502.
         max_connections: Client connections at once; more are answered 503 and closed.
+        metrics_port: Serve the gateway's Prometheus metrics on this port of ``metrics_host`` (0 picks a
+            free one, read :attr:`metrics_port` after :meth:`start`); None (default): no metrics.
+        metrics_host: Address of the metrics port (loopback by default: it is for a scraper, not clients).
+        tracer_provider: Make a server span per request with this OpenTelemetry provider, and forward
+            the trace to the upstream; None (default): no tracing, at no cost.
 
     Use it as ``async with Gateway(...) as gateway:``, or :meth:`start` and :meth:`stop`, inside an
     event loop; :meth:`serve_forever` runs it in the main thread until SIGTERM or SIGINT.
@@ -159,6 +205,9 @@ class Gateway:
         max_body: int = 2**20,
         max_response: int = 4 * 2**20,
         max_connections: int = 256,
+        metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         parts = urlsplit(upstream)
         if parts.scheme != "http" or not parts.hostname:
@@ -186,14 +235,29 @@ class Gateway:
         self._server: asyncio.Server | None = None
         self._connections: set[_ClientConnection] = set()
         self._serving: set[asyncio.Task[None]] = set()
-        self._forwards: set[asyncio.Future[bytes]] = set()
-        self._warned_at = -math.inf
+        self._forwards: set[asyncio.Future[tuple[int, bytes]]] = set()
+        self._warned_at: dict[str, float] = {}
         self.admitted = 0
         self.rejected = 0
         self.completed = 0
         self.upstream_errors = 0
         self.abandoned = 0
         self.refused = 0
+        self._metrics_port = metrics_port
+        self.metrics_host = metrics_host
+        self._metrics_server: WSGIServer | None = None
+        self.metrics = (
+            None
+            if metrics_port is None
+            else GatewayMetrics(
+                in_flight=lambda: self._admission.in_flight,
+                queued=lambda: self._admission.queued,
+                max_in_flight=self._admission.limit,
+                max_queue=self._admission.max_queue,
+            )
+        )
+        """The gateway's Prometheus metrics, when it has a metrics port."""
+        self._tracer = None if tracer_provider is None else tracer_provider.get_tracer("podium.gateway")
 
     @property
     def port(self) -> int:
@@ -205,6 +269,19 @@ class Gateway:
         """Base URL of the gateway, ``http://host:port``."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self._port}"
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port the metrics are served on (known after :meth:`start` when 0 was asked for)."""
+        return self._metrics_port
+
+    @property
+    def metrics_url(self) -> str | None:
+        """Where Prometheus scrapes the gateway, ``http://host:port/metrics``; None without metrics."""
+        if self._metrics_port is None:
+            return None
+        host = f"[{self.metrics_host}]" if ":" in self.metrics_host else self.metrics_host
+        return f"http://{host}:{self._metrics_port}/metrics"
 
     @property
     def max_in_flight(self) -> int:
@@ -241,12 +318,25 @@ class Gateway:
             lambda: _ClientConnection(self), self.host, self._port, backlog=1024
         )
         self._port = self._server.sockets[0].getsockname()[1]
+        if self.metrics is not None and self._metrics_port is not None:
+            try:
+                # prometheus-client's own server, on a thread: a scrape now and then, off the hot path.
+                self._metrics_server, _ = start_http_server(
+                    self._metrics_port, addr=self.metrics_host, registry=self.metrics.registry
+                )
+            except OSError:
+                server, self._server = self._server, None
+                server.close()
+                await server.wait_closed()
+                raise
+            self._metrics_port = self._metrics_server.server_port
         log.info(
             "gateway on %s → %s (max in flight %d, queue %d)",
             self.url,
             self.upstream,
             self.max_in_flight,
             self.max_queue,
+            extra={"event": "gateway.started", "url": self.url, "upstream": self.upstream},
         )
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -272,8 +362,12 @@ class Gateway:
         self._pool.close()
         await self.door.routes.close()
         await server.wait_closed()
+        metrics, self._metrics_server = self._metrics_server, None
+        if metrics is not None:
+            await asyncio.to_thread(metrics.shutdown)  # waits for its loop's next poll (0.5 s at most)
+            metrics.server_close()
 
-    def _forwarded(self, forward: asyncio.Future[bytes]) -> None:
+    def _forwarded(self, forward: asyncio.Future[tuple[int, bytes]]) -> None:
         """A forward ended (answered, failed or cut off at stop): its slot goes back."""
         self._forwards.discard(forward)
         self._admission.release()
@@ -300,8 +394,13 @@ class Gateway:
                 loop.add_signal_handler(signum, stopping.set)
             await self.start()
             await stopping.wait()
-            log.info("stopping: %d requests in flight", self._admission.in_flight)
+            log.info(
+                "stopping: %d requests in flight",
+                self._admission.in_flight,
+                extra={"event": "gateway.stopping", "in_flight": self._admission.in_flight},
+            )
             await self.stop()
+            log.info("stopped", extra={"event": "gateway.stopped"})
 
         run_loop(main(), use_uvloop=use_uvloop)
 
@@ -312,18 +411,27 @@ class Gateway:
         """Whether :meth:`stop` has begun (every new request is refused)."""
         return self._admission.closed
 
-    def _rejection(self, request: Request, message: str) -> bytes:
+    def _rejection(self, request: Request, message: str, correlation: str, reason: str) -> bytes:
         self.rejected += 1
+        if self.metrics is not None:
+            self.metrics.rejected.labels(reason).inc()
         if self._admission.closed:
             request.keep_alive = False
+        self._log_throttled(
+            "overloaded",
+            logging.WARNING,
+            f"{request.method} {request.path} refused 503: {message} ({self.rejected} refused since start)",
+            request,
+            correlation,
+            status=503,
+        )
         payload: dict[str, Any] = {
             "message": f"{message}; try again after {self.retry_after} s",
             "inFlight": self._admission.in_flight,
             "limit": self._admission.limit,
         }
-        return json_response(
-            503, payload, keep_alive=request.keep_alive, extra=[("retry-after", str(self.retry_after))]
-        )
+        extra = [("retry-after", str(self.retry_after)), (CORRELATION_HEADER, correlation)]
+        return json_response(503, payload, keep_alive=request.keep_alive, extra=extra)
 
     def _overloaded(self) -> str:
         if self._admission.closed:
@@ -338,88 +446,207 @@ class Gateway:
     def _refuse_early(self, request: Request) -> bytes | None:
         """For ``Expect: 100-continue``: the 503 to send instead of ``100 Continue``, if any."""
         if self._admission.queue_full():
-            return self._rejection(request, self._overloaded())
+            return self._rejection(request, self._overloaded(), _correlation(request), "queue_full")
         return None
 
     async def _serve_request(self, request: Request, client: _ClientConnection) -> None:
-        """Answer one complete request on ``client``."""
+        """Answer one complete request on ``client``, in a server span of its trace when tracing."""
+        arrived = time.monotonic()
+        correlation = _correlation(request)
+        if self._tracer is None:
+            await self._answer(request, client, correlation, arrived, None)
+            return
+        carrier = {name: value for name, value in request.headers if name in _TRACE_HEADERS}
+        span = self._tracer.start_span(
+            request.method,  # renamed "METHOD /route" once the route is known
+            context=_TRACE_CONTEXT.extract(carrier),  # the client's trace, or a new one
+            kind=SpanKind.SERVER,
+            attributes={
+                "http.request.method": request.method,
+                "url.path": request.path,
+                "client.address": client.peer,
+                "podium.correlation_id": correlation,
+            },
+        )
+        try:
+            status = await self._answer(request, client, correlation, arrived, span)
+        except asyncio.CancelledError:
+            span.set_attribute("podium.gateway.abandoned", True)  # the client left; the request runs on
+            raise
+        except Exception as exc:
+            span.record_exception(exc)
+            span.set_attributes({"http.response.status_code": 500, "error.type": type(exc).__qualname__})
+            span.set_status(Status(StatusCode.ERROR, str(exc)))
+            raise
+        else:
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:  # a server span's 4xx is the client's error, not the gateway's
+                span.set_attribute("error.type", str(status))
+                span.set_status(Status(StatusCode.ERROR))
+        finally:
+            span.end()
+
+    async def _answer(
+        self, request: Request, client: _ClientConnection, correlation: str, arrived: float, span: Span | None
+    ) -> int:
+        """Decide, admit, forward and answer ``request``; return the status answered."""
+        tagged = ((CORRELATION_HEADER, correlation),)
         decision = await self.door.decide(request)
         if isinstance(decision, Answer):
             if decision.status in (400, 401, 403, 404):
                 self.refused += 1
+                if self.metrics is not None:
+                    self.metrics.refused.labels(str(decision.status)).inc()
+                self._log_throttled(
+                    f"refused-{decision.status}",
+                    logging.INFO,
+                    f"{request.method} {request.path} refused {decision.status}: "
+                    f"{decision.body.get('message', '')} ({self.refused} refused since start)",
+                    request,
+                    correlation,
+                    status=decision.status,
+                )
+            elif span is not None and request.path in (HEALTH_PATH, TOKEN_PATH):
+                _name_route(span, request, request.path, None)
             client.respond(
                 json_response(
-                    decision.status, decision.body, keep_alive=request.keep_alive, extra=decision.headers
+                    decision.status,
+                    decision.body,
+                    keep_alive=request.keep_alive,
+                    extra=decision.headers + tagged,
                 )
             )
-            return
+            return decision.status
         if isinstance(decision, ServeStats):
-            client.respond(json_response(200, self.stats().to_json(), keep_alive=request.keep_alive))
-            return
+            if span is not None:
+                _name_route(span, request, request.path, None)
+            client.respond(
+                json_response(200, self.stats().to_json(), keep_alive=request.keep_alive, extra=tagged)
+            )
+            return 200
         if isinstance(decision, ServeEdge):
+            if span is not None:
+                _name_route(span, request, decision.route.path, decision.claims.subject)
             status, body = await decision.route.handler(request.body, decision.claims)
-            client.respond(json_response(status, body, keep_alive=request.keep_alive))
-            return
+            client.respond(json_response(status, body, keep_alive=request.keep_alive, extra=tagged))
+            return status
+        trace_headers: list[tuple[str, str]] | None = None
+        if span is not None:
+            route = None if decision.route is None else _http_route(request.path, decision.route)
+            _name_route(span, request, route, decision.subject)
+            trace_headers = _trace_context_for_engine(span)
         admission = self._admission
         if not admission.try_acquire():
             full = admission.queue_full()
             if full or not await admission.acquire(self.queue_timeout):
                 message = self._overloaded()
+                reason = "stopping" if admission.closed else "queue_full" if full else "queue_timeout"
                 if not full and not admission.closed:
                     message = (
                         f"overloaded: no slot freed up within {self.queue_timeout:g} s "
                         f"(all {admission.limit} in use)"
                     )
-                client.respond(self._rejection(request, message))
-                return
+                client.respond(self._rejection(request, message, correlation, reason))
+                return 503
         self.admitted += 1
+        if self.metrics is not None:
+            self.metrics.admitted.inc()
         # The slot is held until the upstream answers, even if the client leaves first: its invocation
         # goes on in the engine, and freeing the slot early would let clients that give up push more
         # work into the engine than the limit allows (the collapse the gateway exists to prevent).
-        forward = asyncio.ensure_future(self._forward(request, decision, client.peer))
+        forward = asyncio.ensure_future(
+            self._forward(request, decision, client.peer, correlation, arrived, trace_headers)
+        )
         self._forwards.add(forward)
         forward.add_done_callback(self._forwarded)
         try:
-            answer = await asyncio.shield(forward)
+            status, answer = await asyncio.shield(forward)
         except asyncio.CancelledError:
             self.abandoned += 1
+            if self.metrics is not None:
+                self.metrics.abandoned.inc()
             raise
         client.respond(answer)
+        return status
 
-    async def _forward(self, request: Request, decision: Forward, peer: str) -> bytes:
-        """Send ``request`` upstream and return what to answer: the upstream's answer, or 502/504."""
+    async def _forward(
+        self,
+        request: Request,
+        decision: Forward,
+        peer: str,
+        correlation: str,
+        arrived: float,
+        trace_headers: list[tuple[str, str]] | None,
+    ) -> tuple[int, bytes]:
+        """Send ``request`` upstream and return the status and bytes to answer: the upstream's, or 502/504."""
         try:
             response = await self._pool.exchange(
-                self._encode_request(request, decision.subject, peer), timeout=self.upstream_timeout
+                self._encode_request(request, decision.subject, peer, correlation, trace_headers),
+                timeout=self.upstream_timeout,
             )
         except UpstreamError as exc:
             self.upstream_errors += 1
-            self._warn(request, exc)
-            request.keep_alive = request.keep_alive and not self.stopping
             status = 504 if isinstance(exc, UpstreamTimeout) else 502
-            return json_response(status, {"message": str(exc)}, keep_alive=request.keep_alive)
-        self.completed += 1
-        request.keep_alive = request.keep_alive and not self.stopping
-        return _encode_response(response, request)
-
-    def _warn(self, request: Request, error: UpstreamError) -> None:
-        """Log an upstream error; at most one line per ``_WARN_EVERY`` seconds, so an outage cannot flood."""
-        now = time.monotonic()
-        if now - self._warned_at >= _WARN_EVERY:
-            self._warned_at = now
-            log.warning(
-                "%s %s: %s (%d upstream errors since start)",
-                request.method,
-                request.target,
-                error,
-                self.upstream_errors,
+            if self.metrics is not None:
+                self.metrics.upstream_errors.labels(str(status)).inc()
+                self.metrics.duration.observe(time.monotonic() - arrived)
+            self._log_throttled(
+                "upstream",
+                logging.WARNING,
+                f"{request.method} {request.path}: {exc} "
+                f"({self.upstream_errors} upstream errors since start)",
+                request,
+                correlation,
+                status=status,
             )
+            request.keep_alive = request.keep_alive and not self.stopping
+            return status, json_response(
+                status,
+                {"message": str(exc)},
+                keep_alive=request.keep_alive,
+                extra=((CORRELATION_HEADER, correlation),),
+            )
+        self.completed += 1
+        if self.metrics is not None:
+            self.metrics.completed.inc()
+            self.metrics.duration.observe(time.monotonic() - arrived)
+        request.keep_alive = request.keep_alive and not self.stopping
+        return response.status, _encode_response(response, request, correlation)
 
-    def _encode_request(self, request: Request, subject: str, peer: str) -> bytes:
+    def _log_throttled(
+        self, kind: str, level: int, message: str, request: Request, correlation: str, *, status: int
+    ) -> None:
+        """Log a refusal or an upstream error, at most one line of each ``kind`` per ``_WARN_EVERY`` s.
+
+        So an outage or a flood of bad requests cannot flood the log; the stats keep the totals.
+        """
+        now = time.monotonic()
+        if now - self._warned_at.get(kind, -math.inf) < _WARN_EVERY:
+            return
+        self._warned_at[kind] = now
+        fields = {
+            "event": f"gateway.{kind}",
+            "status": status,
+            "method": request.method,
+            "path": request.path,
+            "correlation_id": correlation,
+        }
+        log.log(level, message, extra=fields)
+
+    def _encode_request(
+        self,
+        request: Request,
+        subject: str,
+        peer: str,
+        correlation: str,
+        trace_headers: list[tuple[str, str]] | None = None,
+    ) -> bytes:
         """The request as the upstream gets it.
 
         The client's token, its cookies and any header claiming to be the gateway's or the engine's are
-        dropped (the engine would keep them in its journal); the verified subject is added.
+        dropped (the engine would keep them in its journal); the verified subject and the request's
+        correlation id are added. With ``trace_headers`` (tracing on) the client's trace context is
+        replaced by them, so the engine's spans are children of the gateway's.
         """
         skip = connection_tokens(request.headers)
         headers: list[tuple[str, str]] = []
@@ -431,6 +658,8 @@ class Gateway:
                 or name in skip
                 or name in _STRIPPED
                 or name.startswith(_STRIPPED_PREFIXES)
+                or name == CORRELATION_HEADER
+                or (trace_headers is not None and name in _TRACE_HEADERS)
             ):
                 continue
             if name == "x-forwarded-for":
@@ -443,6 +672,9 @@ class Gateway:
         forwarded_for.append(peer)
         headers.append(("x-forwarded-for", ", ".join(forwarded_for)))
         headers.append((SUBJECT_HEADER, subject))
+        headers.append((CORRELATION_HEADER, correlation))
+        if trace_headers:
+            headers.extend(trace_headers)
         if request.body or request.method == "POST":
             headers.append(("content-length", str(len(request.body))))
         head = encode_head(f"{request.method} {self._prefix}{request.target} HTTP/1.1", headers)
@@ -467,14 +699,69 @@ class Gateway:
         self._connections.discard(connection)
 
 
-def _encode_response(response: Response, request: Request) -> bytes:
-    """The upstream's answer as sent to the client: hop-by-hop headers dropped, framed by length."""
+def _correlation(request: Request) -> str:
+    """The request's correlation id: the client's, if well formed, else a new one."""
+    return well_formed_correlation_id(request.header(CORRELATION_HEADER)) or new_correlation_id()
+
+
+def _http_route(path: str, route: Route) -> str:
+    """The route template of a forwarded path: ``/TripOrchestrator/{key}/BookTrip``.
+
+    Keys and idempotency keys become ``{key}`` and ``{id}``, so spans of one handler share a name.
+    """
+    fixed = _FIXED_SEGMENTS | {route.service, route.handler}
+    keyed = route.keyed
+    parts = []
+    for part in path.split("/"):
+        if part in fixed:
+            parts.append(part)
+        else:
+            parts.append("{key}" if keyed else "{id}")
+            keyed = False  # the object's key comes first; what follows is an idempotency key
+    return "/".join(parts)
+
+
+def _trace_context_for_engine(span: Span) -> list[tuple[str, str]]:
+    """The ``traceparent`` (and ``tracestate``) that makes the engine's spans children of ``span``.
+
+    OpenTelemetry's SDK sets the W3C level-2 "random trace id" flag (``-03``), and restate-server 1.7
+    discards a ``traceparent`` whose flags are anything but sampled or not (it then starts a trace of its
+    own, measured): so only the sampled flag is sent on.
+    """
+    context = span.get_span_context()
+    sent = SpanContext(
+        context.trace_id,
+        context.span_id,
+        is_remote=False,
+        trace_flags=TraceFlags(context.trace_flags & TraceFlags.SAMPLED),
+        trace_state=context.trace_state,
+    )
+    carrier: dict[str, str] = {}
+    _TRACE_CONTEXT.inject(carrier, context=set_span_in_context(NonRecordingSpan(sent)))
+    return list(carrier.items())
+
+
+def _name_route(span: Span, request: Request, route: str | None, subject: str | None) -> None:
+    """Name a server span after its route (``POST /Service/{key}/handler``), and say who called."""
+    if route is not None:
+        span.update_name(f"{request.method} {route}")
+        span.set_attribute("http.route", route)
+    if subject is not None:
+        span.set_attribute("podium.subject.hash", subject_hash(subject))
+
+
+def _encode_response(response: Response, request: Request, correlation: str) -> bytes:
+    """The upstream's answer as sent to the client: hop-by-hop headers dropped, framed by length.
+
+    The request's correlation id is added (one the upstream sent is dropped: the gateway's is the one).
+    """
     skip = connection_tokens(response.headers)
     headers: list[tuple[str, str]] = []
     for name, value in response.headers:
-        if is_hop_by_hop(name) or name in skip or name == "content-length":
-            continue  # the length is recomputed below
+        if is_hop_by_hop(name) or name in skip or name in ("content-length", CORRELATION_HEADER):
+            continue  # the length is recomputed below, the correlation id is the gateway's
         headers.append((name, value))
+    headers.append((CORRELATION_HEADER, correlation))
     status = response.status
     if status not in _NO_BODY:
         headers.append(("content-length", str(len(response.body))))
@@ -523,6 +810,8 @@ class _ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]) if isinstance(peer, tuple) else "unknown"
         if not self._gateway._connected(self):
+            if self._gateway.metrics is not None:
+                self._gateway.metrics.rejected.labels("connections").inc()
             self._closing = True
             self._write(
                 json_response(503, {"message": "too many connections; try again later"}, keep_alive=False)

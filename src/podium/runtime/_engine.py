@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
@@ -54,6 +55,10 @@ class EngineConfig:
     request_identity_key: Path | None = None
     """Ed25519 private key (PEM) the engine signs every request to a deployment with; deployments verify
     it with the public half (``PODIUM_IDENTITY_KEYS``). None: requests are not signed."""
+    tracing_endpoint: str | None = None
+    """OTLP **gRPC** endpoint (``http://127.0.0.1:4317``) the engine exports its spans to (restate-server's
+    ``tracing-endpoint``; an OTLP/HTTP endpoint receives nothing). None: no export. The same can be set
+    without a new configuration file with ``env={"RESTATE_TRACING_ENDPOINT": ...}``."""
     extra_toml: str = ""
     """Raw TOML appended to the generated configuration, for settings not covered above."""
     env: dict[str, str] = field(default_factory=dict)
@@ -89,7 +94,7 @@ disable-telemetry = true
 log-filter = "{self.log_filter}"
 log-disable-ansi-codes = true
 rocksdb-total-memory-size = "{self.rocksdb_memory}"
-
+{self._tracing_toml()}
 [admin]
 listen-mode = "tcp"
 bind-address = "{self.host}:{self.admin_port}"
@@ -102,6 +107,12 @@ listen-mode = "tcp"
 bind-address = "{self.host}:{self.ingress_port}"
 {self._identity_toml()}{self.extra_toml}
 """
+
+    def _tracing_toml(self) -> str:
+        # A top-level setting: it must come before the first [section] of the file.
+        if not self.tracing_endpoint:
+            return ""
+        return f"tracing-endpoint = {json.dumps(self.tracing_endpoint)}\n"
 
     def _identity_toml(self) -> str:
         if self.request_identity_key is None:
@@ -226,6 +237,10 @@ class Engine:
     def running(self) -> bool:
         """Whether the server process is alive."""
         return self._process.running()
+
+    def returncode(self) -> int | None:
+        """How the server process ended (negative: the signal), or None while it runs or never ran."""
+        return self._process.returncode()
 
     def stop(self, grace: float = 10.0) -> None:
         """Stop the server: SIGTERM, then SIGKILL after ``grace`` seconds."""

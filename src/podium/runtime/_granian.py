@@ -10,6 +10,11 @@ Shutdown: restate-sdk replaces a worker's SIGTERM handler on its first request, 
 handler would never run and the worker would refuse to stop. :func:`make_app` hooks SIGTERM through
 the SDK's ``install_shutdown_hook`` first and turns it into SIGINT, which granian's worker still
 handles gracefully.
+
+Crashes: granian replaces a worker that exits unexpectedly (``--respawn-failed-workers``), so a killed
+worker never takes the deployment down; ``podium up``'s supervisor sees the replacement in the master's
+children and logs it. Granian itself gives up (the master exits with status 1) when a worker it replaced
+less than 5.5 s ago dies again; the supervisor then restarts the whole deployment.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any, NoReturn
 
 from restate.server import install_shutdown_hook
 
+from podium._telemetry import METRICS_DIR_ENV, prepare_metrics_dir
 from podium.runtime._serve import AsgiApp, load_app
 
 APP_SPEC_ENV = "PODIUM_APP_SPEC"
@@ -74,6 +80,7 @@ def granian_argv(app_spec: str, *, host: str, port: int, workers: int) -> list[s
         "100000",
         "--workers-kill-timeout",
         "5",
+        "--respawn-failed-workers",
         "--log-level",
         "warning",
     ]
@@ -83,6 +90,11 @@ def exec_granian(app_spec: str, *, host: str, port: int, workers: int) -> NoRetu
     """Replace this process with granian serving ``app_spec`` (never returns)."""
     load_app(app_spec)  # fail here, with a clear message, if the spec is wrong
     os.environ[APP_SPEC_ENV] = app_spec
+    metrics = os.environ.get(METRICS_DIR_ENV, "").strip()
+    if metrics:
+        # The deployment starts as a whole (first start, or a restart by the supervisor): counts start
+        # over. A worker granian replaces does not come through here, so its files keep their counts.
+        prepare_metrics_dir(metrics)
     argv = granian_argv(app_spec, host=host, port=port, workers=workers)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -9,6 +9,10 @@ parent can go away are covered in one place:
 
 Children run in their own process group, so a Ctrl-C in the terminal reaches only the parent, which then
 stops them in order (services first, the engine last).
+
+``PR_SET_PDEATHSIG`` fires when the *thread* that started the child ends, not the whole parent: start a
+child from a thread that lives as long as the child should (the main thread, or a long-lived worker such
+as the supervisor's starter thread), never from a short-lived one.
 """
 
 from __future__ import annotations
@@ -144,6 +148,32 @@ class ChildProcess:
             self._log = None
         with _live_lock:
             _live.discard(self)
+
+
+def child_pids(pid: int) -> list[int]:
+    """The live (not zombie) children of process ``pid``, from ``/proc`` (Linux); [] elsewhere or if gone.
+
+    A granian master's children are its workers, so comparing this list over time shows a worker that
+    died and the one granian started in its place.
+    """
+    found: set[int] = set()
+    # The kernel lists children per thread (the one that forked them), so every thread is read.
+    for listing in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found.update(int(child) for child in listing.read_text().split())
+        except (OSError, ValueError):
+            continue  # the thread or the process ended while being read
+    return sorted(child for child in found if not _dead(child))
+
+
+def _dead(pid: int) -> bool:
+    """Whether ``pid`` is gone or a zombie (dead, not yet reaped by its parent)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # gone already
+    # The state follows the command name, which is in parentheses and may itself hold spaces.
+    return stat[stat.rindex(")") + 2 :].startswith(("Z", "X"))
 
 
 def wait_until(predicate: object, *, timeout: float, interval: float = 0.05, what: str) -> None:

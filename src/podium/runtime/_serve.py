@@ -224,6 +224,10 @@ class DeploymentProcess:
         """Whether the process is alive."""
         return self._process.running()
 
+    def returncode(self) -> int | None:
+        """How the process ended (negative: the signal), or None while it runs or never ran."""
+        return self._process.returncode()
+
     def start(self, timeout: float = 30.0) -> None:
         """Start the process and wait until it answers on its port."""
         self._process.start()
