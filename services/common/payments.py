@@ -17,6 +17,22 @@ them as JSON numbers too, computed from exact cents.
 
 Every handler is private: only other services' handlers call it (a client pays by booking a trip or
 placing an order, never by charging a card itself).
+
+**A slow or hung provider never hangs a payment.** Each call to the gateway waits at most
+``call_timeout`` for its answer (:class:`PaymentSettings`), and goes through a circuit breaker of its
+provider (``primary`` and ``backup`` have one each, per process): after ``breaker_failures`` failures or
+timeouts in a row the circuit opens, and calls fail fast, without reaching the provider, until
+``breaker_reset`` has passed; then one call is let through (half-open), and its success closes the
+circuit again (its failure opens it for another period). The breakers are the shared ones of
+:mod:`services.common.circuits` (pybreaker; why that library is said there).
+
+A timeout and an open circuit are **retryable**: the ``ctx.run`` retries with backoff (an open circuit
+asks to come back when it half-opens), within its budget of attempts; a provider that comes back within
+it makes the payment succeed, and one that does not makes it fail terminally, so the caller's saga
+compensates. Retrying is safe because a timed-out call may well have charged: the retry carries the same
+idempotency key (the payment id) and the gateway answers it from its record, and a ``Refund`` asks the
+gateway by that key, so a charge whose answer was lost is found and refunded. A decline (402) or a
+provider that answers "unavailable" (503) is the provider's final word and is terminal at once, as before.
 """
 
 from __future__ import annotations
@@ -27,11 +43,43 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from restate import ObjectContext, ObjectSharedContext, RunOptions
 
-from podium import Model, TerminalError, VirtualObject
+from podium import Deadline, Model, TerminalError, VirtualObject
+from services.common.circuits import BreakerSettings, ProviderCircuits, guarded
 from services.common.money import Amount, cents, units
-from services.common.providers import TEST_METHODS, TOKEN_PREFIX, PaymentGateway, ProviderError
+from services.common.providers import (
+    TEST_METHODS,
+    TOKEN_PREFIX,
+    PaymentGateway,
+)
+
+
+class PaymentSettings(BaseSettings):
+    """How the payment service calls the card gateway; ``PODIUM_PAYMENTS_<NAME>`` overrides each."""
+
+    model_config = SettingsConfigDict(env_prefix="PODIUM_PAYMENTS_", frozen=True)
+
+    call_timeout: Deadline = timedelta(seconds=5)
+    """How long one call waits for the provider's answer (longer than the 3 s of the slow test data)."""
+    breaker_failures: int = Field(default=5, ge=1)
+    """Failures or timeouts of one provider in a row that open its circuit."""
+    breaker_reset: Deadline = timedelta(seconds=10)
+    """How long an open circuit fails fast before it lets one call through (half-open)."""
+
+
+SETTINGS = PaymentSettings()
+"""What the deployment runs with, read from the environment when it starts."""
+
+
+CIRCUITS = ProviderCircuits(BreakerSettings(SETTINGS.breaker_failures, SETTINGS.breaker_reset))
+"""The deployment's breakers (one per provider, shared by every payment this process handles)."""
+
+
+def _gateway() -> PaymentGateway:
+    return PaymentGateway(timeout=SETTINGS.call_timeout)
+
 
 _TOKEN = re.compile(rf"{TOKEN_PREFIX}[0-9a-f]{{24}}")
 
@@ -116,6 +164,7 @@ async def _move_money(
     gateway_call: Callable[[], dict[str, Any]],
     record: Payment,
     *,
+    provider: str,
     done: str,
     refused: str,
     reference: str,
@@ -123,14 +172,12 @@ async def _move_money(
     """Run one gateway operation once (``ctx.run``, keyed by the payment id) and record its outcome.
 
     A 402 from the gateway is its final word and is recorded as ``refused``; any other terminal error
-    (a cancellation, say) is not: the gateway's record by key stays the truth for a later refund.
+    (a cancellation, a provider that stayed down past the run's retries) is not: the gateway's record by
+    key stays the truth for a later refund.
     """
 
     def attempt() -> dict[str, Any]:
-        try:
-            return gateway_call()
-        except ProviderError as exc:
-            raise TerminalError(exc.message, exc.code) from exc
+        return guarded(provider, gateway_call, CIRCUITS)
 
     try:
         answer = await ctx.run_typed(f"gateway {operation}", attempt, _RUN)
@@ -152,7 +199,7 @@ async def charge(ctx: ObjectContext, req: ChargeRequest) -> Payment:
         if current.status == "declined":
             raise TerminalError(current.reason or "card declined", 402)
         return current
-    gateway, key = PaymentGateway(), ctx.key()
+    gateway, key = _gateway(), ctx.key()
     record = Payment(
         id=key,
         customer_id=req.customer_id,
@@ -173,6 +220,7 @@ async def charge(ctx: ObjectContext, req: ChargeRequest) -> Payment:
             provider=req.provider,
         ),
         record,
+        provider=req.provider,
         done="charged",
         refused="declined",
         reference="chargeId",
@@ -182,11 +230,17 @@ async def charge(ctx: ObjectContext, req: ChargeRequest) -> Payment:
 @payments.handler("Refund")
 async def refund(ctx: ObjectContext, req: RefundRequest) -> Payment:
     current = await _load(ctx)
-    gateway = PaymentGateway()
+    gateway = _gateway()
     key = ctx.key()
     if current is None or current.status == "declined":
-        # The answer may never have reached us: the gateway's record by key is the truth.
-        found = await ctx.run_typed("gateway lookup", gateway.charge_for_key, _LOOKUP, key)
+        # The answer may never have reached us: the gateway's record by key is the truth. A lookup that
+        # times out is retried, never taken for "no charge".
+        asked_of = (current.provider if current is not None else None) or "primary"
+
+        def lookup() -> dict[str, Any] | None:
+            return guarded(asked_of, lambda: gateway.charge_for_key(key, provider=asked_of), CIRCUITS)
+
+        found = await ctx.run_typed("gateway lookup", lookup, _LOOKUP)
         if found is None or found["status"] != "succeeded":
             if current is not None:
                 return current
@@ -210,12 +264,14 @@ async def refund(ctx: ObjectContext, req: RefundRequest) -> Payment:
         )
     refund_key = f"{key}:refund:{cents(current.refunded)}:{asked}"
     charge_id = current.charge_id or ""
+    provider = current.provider or "primary"
 
     def call_gateway() -> dict[str, Any]:
-        try:
-            return gateway.refund(refund_key, charge_id=charge_id, amount_cents=asked)
-        except ProviderError as exc:
-            raise TerminalError(exc.message, exc.code) from exc
+        return guarded(
+            provider,
+            lambda: gateway.refund(refund_key, charge_id=charge_id, amount_cents=asked, provider=provider),
+            CIRCUITS,
+        )
 
     await ctx.run_typed("gateway refund", call_gateway, _RUN)
     current.refunded = units(cents(current.refunded) + asked)
@@ -241,7 +297,7 @@ async def payout(ctx: ObjectContext, req: PayoutRequest) -> Payment:
         if current.status == "refused":
             raise TerminalError(current.reason or "payout refused", 402)
         return current
-    gateway, key = PaymentGateway(), ctx.key()
+    gateway, key = _gateway(), ctx.key()
     record = Payment(
         id=key,
         customer_id=req.customer_id,
@@ -256,6 +312,7 @@ async def payout(ctx: ObjectContext, req: PayoutRequest) -> Payment:
             key, customer_id=req.customer_id, amount_cents=cents(req.amount), description=req.description
         ),
         record,
+        provider="primary",
         done="paid_out",
         refused="refused",
         reference="payoutId",

@@ -7,7 +7,14 @@ matters for correctness:
   a crash of the service process that calls them;
 - **idempotent by key**: a request repeated with the same idempotency key returns the first answer and
   has no second effect (a ``ctx.run`` cut off by a crash runs again, and must not charge twice);
-- **able to fail on documented test data** (see :data:`DECLINED_PREFIX` and friends).
+- **able to fail on documented test data** (see :data:`DECLINED_PREFIX` and friends);
+- **able to stop answering**: a test (or a person trying things out) flips a provider-level switch in the
+  gateway's database (:meth:`PaymentGateway.hang`, :meth:`PaymentGateway.slow_down`,
+  :meth:`PaymentGateway.recover`), so a provider that stops answering is simulated across processes.
+  A hung provider still takes each request and acts on it (the money moves), then never answers: the
+  worst case for the caller, whose call may have charged although it saw no answer. The caller's wait is
+  bounded by the client's own ``timeout`` (:class:`PaymentGateway` ``timeout=``), as an HTTP client's read
+  timeout bounds it, and ends in :class:`ProviderTimeout`.
 
 Each provider counts ``requests`` (calls received) and ``effects`` (money moved, mail sent) per key, so
 tests prove exactly-once effects by counting.
@@ -26,8 +33,9 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 DECLINED_PREFIX = "declined-"
 """Customers whose id starts with this have their card declined."""
@@ -45,6 +53,8 @@ SLOW_PRIMARY_METHOD = "card-slow-primary"
 """The primary provider charges this method but answers :data:`SLOW_SECONDS` late."""
 PRIMARY_DOWN_METHOD = "card-primary-down"
 """The primary provider is unavailable (503) for this method; the backup works."""
+PROVIDERS = ("primary", "backup")
+"""The card gateway's two providers: each can be hung or slowed down on its own."""
 
 
 def provider_dir() -> Path:
@@ -72,6 +82,26 @@ class ProviderError(Exception):
         self.code = code
 
 
+class ProviderTimeout(ProviderError):
+    """No answer within the client's timeout: the provider may have acted (charged) all the same."""
+
+    def __init__(self, provider: str, timeout: float) -> None:
+        super().__init__(f"payment provider {provider} did not answer within {timeout:g} s", 504)
+        self.provider = provider
+
+
+@dataclass(frozen=True)
+class Outage:
+    """A provider-level switch in the gateway's database: the provider hangs, or answers late."""
+
+    provider: str
+    mode: Literal["hang", "slow"]
+    delay: float
+    """Seconds each answer is late (``slow``)."""
+    until: float | None
+    """Epoch seconds when it ends by itself; None: until :meth:`PaymentGateway.recover`."""
+
+
 class _Store:
     """An append-mostly SQLite store of idempotent requests, shared by processes on this machine."""
 
@@ -83,6 +113,9 @@ class _Store:
     create table if not exists effects (
         id integer primary key autoincrement, key text not null, kind text not null, subject text not null,
         amount_cents integer not null default 0, detail text not null, at real not null
+    );
+    create table if not exists outages (
+        provider text primary key, mode text not null, delay real not null, until real
     );
     """
 
@@ -162,10 +195,82 @@ class _Store:
 
 
 class PaymentGateway(_Store):
-    """A card gateway: charges and refunds in cents, idempotent by key."""
+    """A card gateway: charges and refunds in cents, idempotent by key.
 
-    def __init__(self, directory: Path | None = None) -> None:
+    Args:
+        directory: Where its database lives (default :func:`provider_dir`).
+        timeout: How long a call waits for the provider's answer before it raises
+            :class:`ProviderTimeout` (the client's read timeout); None waits as long as it takes.
+    """
+
+    def __init__(self, directory: Path | None = None, *, timeout: timedelta | None = None) -> None:
         super().__init__("payments", directory)
+        self.timeout = None if timeout is None else timeout.total_seconds()
+
+    # -- the provider-level switch (test data) ---------------------------------------------------------
+
+    def hang(self, provider: str = "primary", *, lasting: timedelta | None = None) -> None:
+        """Make ``provider`` act on requests and answer none (for ``lasting``, or until :meth:`recover`)."""
+        self._set_outage(provider, "hang", 0.0, lasting)
+
+    def slow_down(
+        self, provider: str = "primary", *, by: timedelta, lasting: timedelta | None = None
+    ) -> None:
+        """Make ``provider`` answer every request ``by`` late (for ``lasting``, or until recovered)."""
+        self._set_outage(provider, "slow", by.total_seconds(), lasting)
+
+    def recover(self, provider: str = "primary") -> None:
+        """Make ``provider`` answer normally again (answers it was holding go out at once)."""
+        with self._tx() as db:
+            db.execute("delete from outages where provider = ?", (provider,))
+
+    def outage(self, provider: str = "primary") -> Outage | None:
+        """The switch in force for ``provider``, or None."""
+        if not self._ready:
+            self._create()
+        # A plain read, outside any write transaction: every answer of the gateway looks here first.
+        db = sqlite3.connect(self.path, timeout=30)
+        try:
+            row = db.execute(
+                "select mode, delay, until from outages where provider = ?", (provider,)
+            ).fetchone()
+        finally:
+            db.close()
+        if row is None or (row[2] is not None and row[2] <= time.time()):
+            return None
+        return Outage(provider, row[0], row[1], row[2])
+
+    def _set_outage(self, provider: str, mode: str, delay: float, lasting: timedelta | None) -> None:
+        if provider not in PROVIDERS:
+            raise ValueError(f"provider must be one of {', '.join(PROVIDERS)}")
+        until = None if lasting is None else time.time() + lasting.total_seconds()
+        with self._tx() as db:
+            db.execute(
+                "insert or replace into outages (provider, mode, delay, until) values (?, ?, ?, ?)",
+                (provider, mode, delay, until),
+            )
+
+    def _answer(self, provider: str, late_by: float = 0.0) -> None:
+        """Let the answer go out: ``late_by`` seconds late, later while ``provider`` hangs or is slowed.
+
+        Raises:
+            ProviderTimeout: The answer is later than the client's :attr:`timeout`.
+        """
+        started = time.monotonic()
+        while True:
+            outage = self.outage(provider)
+            hung = outage is not None and outage.mode == "hang"
+            due = late_by + (outage.delay if outage is not None and outage.mode == "slow" else 0.0)
+            waited = time.monotonic() - started
+            if not hung and waited >= due:
+                return
+            if self.timeout is not None and waited >= self.timeout:
+                raise ProviderTimeout(provider, self.timeout)
+            # Polled, so that a recovery in another process releases the answer within 50 ms.
+            left = [0.05, due - waited] if not hung else [0.05]
+            if self.timeout is not None:
+                left.append(self.timeout - waited)
+            time.sleep(max(0.0, min(left)))
 
     def charge(
         self,
@@ -203,8 +308,10 @@ class PaymentGateway(_Store):
                     detail = {"customerId": customer_id, "provider": provider, "description": description}
                     self._effect(db, key, "charge", charge_id, amount_cents, detail)
                 self._remember(db, key, "charge", answer)
-        if customer_id.startswith(SLOW_PREFIX) or (provider == "primary" and method == SLOW_PRIMARY_METHOD):
-            time.sleep(SLOW_SECONDS)
+        slow = customer_id.startswith(SLOW_PREFIX) or (
+            provider == "primary" and method == SLOW_PRIMARY_METHOD
+        )
+        self._answer(provider, SLOW_SECONDS if slow else 0.0)
         if answer["status"] == "declined":
             why = answer.get("reason") or "card declined"
             raise ProviderError(f"{why} for customer {customer_id} by {provider}", 402)
@@ -241,16 +348,21 @@ class PaymentGateway(_Store):
                     detail = {"customerId": customer_id, "description": description}
                     self._effect(db, key, "payout", payout_id, amount_cents, detail)
                 self._remember(db, key, "payout", answer)
+        self._answer("primary")
         if answer["status"] == "refused":
             raise ProviderError(f"the account of customer {customer_id} refused the payout", 402)
         return answer
 
-    def charge_for_key(self, key: str) -> dict[str, Any] | None:
-        """The answer this gateway gave to a charge with ``key``, if any (a read: counts no request)."""
+    def charge_for_key(self, key: str, *, provider: str = "primary") -> dict[str, Any] | None:
+        """The answer ``provider`` gave to a charge with ``key``, if any (a read: counts no request).
+
+        A hung provider answers this no more than a charge: a lookup that times out is never "no charge".
+        """
         with self._tx() as db:
             row = db.execute(
                 "select response from requests where key = ? and kind = 'charge'", (key,)
             ).fetchone()
+        self._answer(provider)
         return None if row is None else dict(json.loads(row[0]))
 
     def validate_method(self, method: str) -> bool:
@@ -259,32 +371,43 @@ class PaymentGateway(_Store):
             return CardVault(self.path.parent).card(method) is not None
         return method != EXPIRED_METHOD
 
-    def refund(self, key: str, *, charge_id: str, amount_cents: int) -> dict[str, Any]:
-        """Refund part or all of a charge once per ``key``; never more than was charged."""
+    def refund(
+        self, key: str, *, charge_id: str, amount_cents: int, provider: str = "primary"
+    ) -> dict[str, Any]:
+        """Refund part or all of a charge once per ``key``; never more than was charged.
+
+        ``provider`` is the one that made the charge (a hung one holds the answer, as for a charge).
+        """
         with self._tx() as db:
             answer = self._replay(db, key)
-            if answer is not None:
-                return answer
-            charged = db.execute(
-                "select coalesce(sum(amount_cents), 0) from effects where kind = 'charge' and subject = ?",
-                (charge_id,),
-            ).fetchone()[0]
-            refunded = db.execute(
-                "select coalesce(sum(amount_cents), 0) from effects where kind = 'refund' and subject = ?",
-                (charge_id,),
-            ).fetchone()[0]
-            if amount_cents > charged - refunded:
-                left = charged - refunded
-                raise ProviderError(
-                    f"refund of {amount_cents} cents exceeds {left} cents left on {charge_id}", 409
-                )
-            answer = {
-                "refundId": f"re_{uuid.uuid4().hex[:16]}",
-                "chargeId": charge_id,
-                "amountCents": amount_cents,
-            }
-            self._effect(db, key, "refund", charge_id, amount_cents, {})
-            self._remember(db, key, "refund", answer)
+            if answer is None:
+                answer = self._new_refund(db, key, charge_id, amount_cents)
+        self._answer(provider)
+        return answer
+
+    def _new_refund(
+        self, db: sqlite3.Connection, key: str, charge_id: str, amount_cents: int
+    ) -> dict[str, Any]:
+        charged = db.execute(
+            "select coalesce(sum(amount_cents), 0) from effects where kind = 'charge' and subject = ?",
+            (charge_id,),
+        ).fetchone()[0]
+        refunded = db.execute(
+            "select coalesce(sum(amount_cents), 0) from effects where kind = 'refund' and subject = ?",
+            (charge_id,),
+        ).fetchone()[0]
+        if amount_cents > charged - refunded:
+            left = charged - refunded
+            raise ProviderError(
+                f"refund of {amount_cents} cents exceeds {left} cents left on {charge_id}", 409
+            )
+        answer = {
+            "refundId": f"re_{uuid.uuid4().hex[:16]}",
+            "chargeId": charge_id,
+            "amountCents": amount_cents,
+        }
+        self._effect(db, key, "refund", charge_id, amount_cents, {})
+        self._remember(db, key, "refund", answer)
         return answer
 
     def balance_cents(self, charge_id: str) -> int:
