@@ -16,12 +16,22 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any, TypeAlias
 from urllib.parse import urlsplit
 
 DEFAULT_BODY = '{"id": "{key}"}'
 """Request body template; ``{key}`` is replaced by the request's fresh key (the order id)."""
+
+Body: TypeAlias = str | Callable[[str], str]
+"""A request's body: a template in which ``{key}`` is replaced by the request's fresh key, or a function
+that makes the body from the key (a catalogue's order, say: see :mod:`benchmarks.catalogue`)."""
+
+
+def render(body: Body, key: str) -> bytes:
+    """The body of the request with key ``key``."""
+    return (body(key) if callable(body) else body.replace("{key}", key)).encode()
 
 
 @dataclass
@@ -151,11 +161,11 @@ class Client:
 
 
 def _request(
-    client: Client, path: str, body: str, run: Run, timeout: float, headers: dict[str, str] | None
-) -> Callable[[], Awaitable[None]]:
+    client: Client, path: str, body: Body, run: Run, timeout: float, headers: dict[str, str] | None
+) -> Callable[[], Coroutine[Any, Any, None]]:
     async def one() -> None:
         key = uuid.uuid4().hex
-        payload = body.replace("{key}", key).encode()
+        payload = render(body, key)
         sent = time.monotonic()
         try:
             status = await asyncio.wait_for(
@@ -177,7 +187,7 @@ async def open_loop(
     *,
     rate: float,
     duration: float,
-    body: str = DEFAULT_BODY,
+    body: Body = DEFAULT_BODY,
     timeout: float = 30.0,
     headers: dict[str, str] | None = None,
 ) -> Run:
@@ -186,7 +196,7 @@ async def open_loop(
     client = Client(ingress)
     try:
         run.started = time.monotonic()
-        tasks = []
+        tasks: list[asyncio.Task[None]] = []
         total = int(rate * duration)
         for n in range(total):
             delay = run.started + n / rate - time.monotonic()
@@ -206,7 +216,7 @@ async def closed_loop(
     *,
     concurrency: int,
     duration: float,
-    body: str = DEFAULT_BODY,
+    body: Body = DEFAULT_BODY,
     timeout: float = 30.0,
     headers: dict[str, str] | None = None,
 ) -> Run:
@@ -228,7 +238,7 @@ async def closed_loop(
     return run
 
 
-def run_load(coro: Awaitable[Run]) -> Run:
+def run_load(coro: Coroutine[Any, Any, Run]) -> Run:
     """Run a load coroutine on uvloop (cheaper per request than the default loop)."""
     import uvloop
 
