@@ -3,20 +3,84 @@
 Every sent message is recorded durably in the provider's outbox (``Outbox`` reads it). An email bounce
 is a normal answer (``status: bounced``), not an error: whether a bounce matters is the caller's
 decision. An SMS to an undeliverable number fails with 502.
+
+**Circuit breakers.** Every call to the provider goes through :func:`send_message`: one circuit breaker
+per channel (``email``, ``sms``, ``push``) and process, the shared ones of :mod:`services.common.circuits`
+(:data:`CIRCUITS`, with the numbers of :class:`NotifySettings`). A provider that fails or times out
+``breaker_failures`` times in a row is left alone for ``breaker_reset``; calls meanwhile are retried
+when it half-opens, within ``attempts``. The shop's notifier (:mod:`services.shop.customers`) sends
+through the same function, so both trip the same breakers. A refused recipient (the undeliverable
+number) is the provider answering, so it never counts against the provider's breaker.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from restate import Context, RunOptions
 
-from podium import Model, Service, TerminalError
-from services.common.providers import MailProvider, ProviderError
+from podium import Deadline, Model, Service, TerminalError
+from services.common.circuits import BreakerSettings, ProviderCircuits, guarded
+from services.common.providers import MailProvider, ProviderError, ProviderTimeout
+
+
+class NotifySettings(BaseSettings):
+    """How messages reach the messaging provider; ``PODIUM_NOTIFY_<NAME>`` overrides each."""
+
+    model_config = SettingsConfigDict(env_prefix="PODIUM_NOTIFY_", frozen=True)
+
+    attempts: int = Field(default=10, ge=1)
+    """Attempts of one message, the first included, before it fails: a provider error, a timeout and a
+    wait for an open circuit each use one."""
+    breaker_failures: int = Field(default=5, ge=1)
+    """Failures or timeouts of one channel's provider in a row that open its circuit."""
+    breaker_reset: Deadline = timedelta(seconds=10)
+    """How long an open circuit fails fast before it lets one call through (half-open)."""
+
+
+SETTINGS = NotifySettings()
+"""What the deployment runs with, read from the environment when it starts."""
+
+CIRCUITS = ProviderCircuits(BreakerSettings(SETTINGS.breaker_failures, SETTINGS.breaker_reset))
+"""The process's breakers, one per channel, shared by every message this process sends."""
+
+REFUSED = "refused"
+"""The status :func:`send_message` answers when the provider refuses the recipient."""
 
 notifications = Service("NotificationService")
-_RUN = RunOptions[dict](max_attempts=10, initial_retry_interval=timedelta(milliseconds=100))
+_RUN = RunOptions[dict[str, Any]](
+    max_attempts=SETTINGS.attempts, initial_retry_interval=timedelta(milliseconds=100)
+)
+
+
+def send_message(
+    mail: MailProvider, message_id: str, *, channel: str, to: str, subject: str, body: str
+) -> dict[str, Any]:
+    """Send one message through ``channel``'s circuit breaker: a ``ctx.run`` action.
+
+    Returns:
+        The provider's answer (``messageId``, ``status`` ``delivered`` or ``bounced``), or ``status``
+        :data:`REFUSED` with ``detail`` and ``code`` when the provider refused the recipient (an
+        undeliverable number): a final answer about this message, not a failure of the provider.
+
+    Raises:
+        RetryableError: The provider did not answer in time, or the channel's circuit is open.
+    """
+
+    def call_provider() -> dict[str, Any]:
+        try:
+            return mail.send(message_id, to=to, subject=subject, body=body, channel=channel)
+        except ProviderTimeout:
+            raise  # no answer: the provider's failure, which the breaker counts
+        except ProviderError as exc:
+            # The provider answered: it is up, and says this recipient cannot be reached. Counting that
+            # as its failure would let five bad numbers in a row stop every customer's SMS.
+            return {"status": REFUSED, "detail": exc.message, "code": exc.code}
+
+    return guarded(channel, call_provider, CIRCUITS)
 
 
 class EmailRequest(Model):
@@ -60,14 +124,19 @@ class OutboxMessage(Model):
 
 async def _deliver(ctx: Context, message_id: str, channel: str, to: str, subject: str, body: str) -> Delivery:
     mail = MailProvider()
-
-    def call_provider() -> dict:
-        try:
-            return mail.send(message_id, to=to, subject=subject, body=body, channel=channel)
-        except ProviderError as exc:
-            raise TerminalError(exc.message, exc.code) from exc
-
-    answer = await ctx.run_typed(f"send {channel}", call_provider, _RUN)
+    answer = await ctx.run_typed(
+        f"send {channel}",
+        send_message,
+        _RUN,
+        mail,
+        message_id,
+        channel=channel,
+        to=to,
+        subject=subject,
+        body=body,
+    )
+    if answer["status"] == REFUSED:
+        raise TerminalError(answer["detail"], answer["code"])
     return Delivery(message_id=message_id, status=answer["status"], provider_id=answer["messageId"])
 
 

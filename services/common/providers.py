@@ -1,7 +1,7 @@
-"""Simulated external providers: a card payment gateway and an email provider.
+"""Simulated external providers: a card payment gateway, parcel carriers and an email provider.
 
-They stand in for the third parties a real system calls (Stripe, SES), and behave like them where it
-matters for correctness:
+They stand in for the third parties a real system calls (Stripe, a carrier's label API, SES), and behave
+like them where it matters for correctness:
 
 - **stateful**: every request and every effect is stored in a SQLite database on disk, so they survive
   a crash of the service process that calls them;
@@ -10,14 +10,15 @@ matters for correctness:
 - **able to fail on documented test data** (see :data:`DECLINED_PREFIX` and friends);
 - **able to stop answering**: a test (or a person trying things out) flips a provider-level switch in the
   gateway's database (:meth:`PaymentGateway.hang`, :meth:`PaymentGateway.slow_down`,
-  :meth:`PaymentGateway.recover`), so a provider that stops answering is simulated across processes.
+  :meth:`PaymentGateway.recover`; for a carrier also :meth:`CarrierProvider.take_down`, which answers
+  503 at once), so a provider that stops answering is simulated across processes.
   A hung provider still takes each request and acts on it (the money moves), then never answers: the
   worst case for the caller, whose call may have charged although it saw no answer. The caller's wait is
   bounded by the client's own ``timeout`` (:class:`PaymentGateway` ``timeout=``), as an HTTP client's read
   timeout bounds it, and ends in :class:`ProviderTimeout`.
 
-Each provider counts ``requests`` (calls received) and ``effects`` (money moved, mail sent) per key, so
-tests prove exactly-once effects by counting.
+Each provider counts ``requests`` (calls received) and ``effects`` (money moved, labels made or voided,
+mail sent) per key, so tests prove exactly-once effects by counting.
 
 The databases live in ``$PODIUM_DATA_DIR/providers`` (default ``.podium/providers``).
 """
@@ -55,6 +56,20 @@ PRIMARY_DOWN_METHOD = "card-primary-down"
 """The primary provider is unavailable (503) for this method; the backup works."""
 PROVIDERS = ("primary", "backup")
 """The card gateway's two providers: each can be hung or slowed down on its own."""
+CARRIERS = ("podium-post", "podium-global")
+"""The simulated parcel carriers (:class:`CarrierProvider`): each can be taken down, hung or slowed."""
+POST_COUNTRIES = frozenset({"US", "CA", "MX"})
+"""Where ``podium-post`` ships (North America); ``podium-global`` ships everywhere but
+:data:`UNSERVED_COUNTRIES`, the US included."""
+UNSERVED_COUNTRIES = frozenset({"AQ", "KP"})
+"""Countries no carrier delivers to: every carrier refuses the label (422)."""
+INVALID_ZIP = "00000"
+"""A zip code that does not exist: every carrier refuses the label (422)."""
+REMOTE_ZIP_PREFIX = "99"
+"""Zip codes starting with this are a remote area that ``podium-post`` refuses (422) and
+``podium-global`` serves: the fallback to the second carrier, made by data alone."""
+TRACKING_PREFIXES = {"podium-post": "PP", "podium-global": "PG"}
+"""Each carrier's tracking numbers start with its prefix, then 12 hex digits (``PP3F9A0C11B2D4``)."""
 
 
 def provider_dir() -> Path:
@@ -85,21 +100,23 @@ class ProviderError(Exception):
 class ProviderTimeout(ProviderError):
     """No answer within the client's timeout: the provider may have acted (charged) all the same."""
 
-    def __init__(self, provider: str, timeout: float) -> None:
-        super().__init__(f"payment provider {provider} did not answer within {timeout:g} s", 504)
+    def __init__(self, provider: str, timeout: float, *, what: str = "payment provider") -> None:
+        super().__init__(f"{what} {provider} did not answer within {timeout:g} s", 504)
         self.provider = provider
+        self.timeout = timeout
 
 
 @dataclass(frozen=True)
 class Outage:
-    """A provider-level switch in the gateway's database: the provider hangs, or answers late."""
+    """A provider-level switch in a provider's database: it hangs, answers late, or is down (carriers)."""
 
     provider: str
-    mode: Literal["hang", "slow"]
+    mode: Literal["hang", "slow", "down"]
     delay: float
     """Seconds each answer is late (``slow``)."""
     until: float | None
-    """Epoch seconds when it ends by itself; None: until :meth:`PaymentGateway.recover`."""
+    """Epoch seconds when it ends by itself; None: until :meth:`PaymentGateway.recover` (or
+    :meth:`CarrierProvider.restore`)."""
 
 
 class _Store:
@@ -194,7 +211,77 @@ class _Store:
         ]
 
 
-class PaymentGateway(_Store):
+class _Switched(_Store):
+    """A store whose providers can be switched to hang, answer late or be down, from any process.
+
+    The switches live in the store's ``outages`` table; every answer looks there first (:meth:`_answer`).
+    """
+
+    names: tuple[str, ...] = ()
+    """The providers that have a switch."""
+    noun = "provider"
+    """What a provider is called in a refused switch (``provider must be one of …``)."""
+    what = "payment provider"
+    """What a provider is called in a timeout's message."""
+
+    def __init__(self, name: str, directory: Path | None, timeout: timedelta | None) -> None:
+        super().__init__(name, directory)
+        self.timeout = None if timeout is None else timeout.total_seconds()
+
+    def _outage(self, provider: str) -> Outage | None:
+        """The switch in force for ``provider``, or None."""
+        if not self._ready:
+            self._create()
+        # A plain read, outside any write transaction: every answer of the provider looks here first.
+        db = sqlite3.connect(self.path, timeout=30)
+        try:
+            row = db.execute(
+                "select mode, delay, until from outages where provider = ?", (provider,)
+            ).fetchone()
+        finally:
+            db.close()
+        if row is None or (row[2] is not None and row[2] <= time.time()):
+            return None
+        return Outage(provider, row[0], row[1], row[2])
+
+    def _set_outage(self, provider: str, mode: str, delay: float, lasting: timedelta | None) -> None:
+        if provider not in self.names:
+            raise ValueError(f"{self.noun} must be one of {', '.join(self.names)}")
+        until = None if lasting is None else time.time() + lasting.total_seconds()
+        with self._tx() as db:
+            db.execute(
+                "insert or replace into outages (provider, mode, delay, until) values (?, ?, ?, ?)",
+                (provider, mode, delay, until),
+            )
+
+    def _clear(self, provider: str) -> None:
+        with self._tx() as db:
+            db.execute("delete from outages where provider = ?", (provider,))
+
+    def _answer(self, provider: str, late_by: float = 0.0) -> None:
+        """Let the answer go out: ``late_by`` seconds late, later while ``provider`` hangs or is slowed.
+
+        Raises:
+            ProviderTimeout: The answer is later than the client's :attr:`timeout`.
+        """
+        started = time.monotonic()
+        while True:
+            outage = self._outage(provider)
+            hung = outage is not None and outage.mode == "hang"
+            due = late_by + (outage.delay if outage is not None and outage.mode == "slow" else 0.0)
+            waited = time.monotonic() - started
+            if not hung and waited >= due:
+                return
+            if self.timeout is not None and waited >= self.timeout:
+                raise ProviderTimeout(provider, self.timeout, what=self.what)
+            # Polled, so that a recovery in another process releases the answer within 50 ms.
+            left = [0.05, due - waited] if not hung else [0.05]
+            if self.timeout is not None:
+                left.append(self.timeout - waited)
+            time.sleep(max(0.0, min(left)))
+
+
+class PaymentGateway(_Switched):
     """A card gateway: charges and refunds in cents, idempotent by key.
 
     Args:
@@ -203,9 +290,10 @@ class PaymentGateway(_Store):
             :class:`ProviderTimeout` (the client's read timeout); None waits as long as it takes.
     """
 
+    names = PROVIDERS
+
     def __init__(self, directory: Path | None = None, *, timeout: timedelta | None = None) -> None:
-        super().__init__("payments", directory)
-        self.timeout = None if timeout is None else timeout.total_seconds()
+        super().__init__("payments", directory, timeout)
 
     # -- the provider-level switch (test data) ---------------------------------------------------------
 
@@ -221,56 +309,11 @@ class PaymentGateway(_Store):
 
     def recover(self, provider: str = "primary") -> None:
         """Make ``provider`` answer normally again (answers it was holding go out at once)."""
-        with self._tx() as db:
-            db.execute("delete from outages where provider = ?", (provider,))
+        self._clear(provider)
 
     def outage(self, provider: str = "primary") -> Outage | None:
         """The switch in force for ``provider``, or None."""
-        if not self._ready:
-            self._create()
-        # A plain read, outside any write transaction: every answer of the gateway looks here first.
-        db = sqlite3.connect(self.path, timeout=30)
-        try:
-            row = db.execute(
-                "select mode, delay, until from outages where provider = ?", (provider,)
-            ).fetchone()
-        finally:
-            db.close()
-        if row is None or (row[2] is not None and row[2] <= time.time()):
-            return None
-        return Outage(provider, row[0], row[1], row[2])
-
-    def _set_outage(self, provider: str, mode: str, delay: float, lasting: timedelta | None) -> None:
-        if provider not in PROVIDERS:
-            raise ValueError(f"provider must be one of {', '.join(PROVIDERS)}")
-        until = None if lasting is None else time.time() + lasting.total_seconds()
-        with self._tx() as db:
-            db.execute(
-                "insert or replace into outages (provider, mode, delay, until) values (?, ?, ?, ?)",
-                (provider, mode, delay, until),
-            )
-
-    def _answer(self, provider: str, late_by: float = 0.0) -> None:
-        """Let the answer go out: ``late_by`` seconds late, later while ``provider`` hangs or is slowed.
-
-        Raises:
-            ProviderTimeout: The answer is later than the client's :attr:`timeout`.
-        """
-        started = time.monotonic()
-        while True:
-            outage = self.outage(provider)
-            hung = outage is not None and outage.mode == "hang"
-            due = late_by + (outage.delay if outage is not None and outage.mode == "slow" else 0.0)
-            waited = time.monotonic() - started
-            if not hung and waited >= due:
-                return
-            if self.timeout is not None and waited >= self.timeout:
-                raise ProviderTimeout(provider, self.timeout)
-            # Polled, so that a recovery in another process releases the answer within 50 ms.
-            left = [0.05, due - waited] if not hung else [0.05]
-            if self.timeout is not None:
-                left.append(self.timeout - waited)
-            time.sleep(max(0.0, min(left)))
+        return self._outage(provider)
 
     def charge(
         self,
@@ -505,3 +548,258 @@ class MailProvider(_Store):
     def outbox(self, to: str, channel: str = "email") -> list[dict[str, Any]]:
         """Messages delivered to ``to`` on ``channel``, oldest first."""
         return self.effects(subject=to, kind=channel)
+
+
+class CarrierProvider(_Switched):
+    """Parcel carriers (:data:`CARRIERS`) behind one label API: labels by idempotency key, voids, pick-ups.
+
+    A label is made once per key: the same key again answers the same label (one ``label`` effect), and
+    the carrier, not its caller, makes the label id, the tracking number (:data:`TRACKING_PREFIXES`)
+    and the label's URL. A carrier refuses (422) what it does not deliver: :data:`UNSERVED_COUNTRIES`
+    and :data:`INVALID_ZIP` for both, and for ``podium-post`` anything outside :data:`POST_COUNTRIES` or
+    in a zip starting :data:`REMOTE_ZIP_PREFIX`. A refusal is remembered by key like a label.
+
+    A label is voided once (one ``void`` effect; a repeat answers the same), until the carrier picks the
+    parcel up (:meth:`pick_up`, the carrier's first scan): then the void is refused (409). Voiding a key
+    that has no label yet voids the key, so a label request arriving late with it is refused (409), as
+    the card gateway voids a payment id refunded before its charge.
+
+    The switches: :meth:`take_down` (the carrier answers 503 at once and does nothing), :meth:`hang` (it
+    acts on each request and answers none, until the client's ``timeout``), :meth:`slow_down`, and
+    :meth:`restore`. Each lasts until restored, or for ``lasting``.
+
+    Args:
+        directory: Where its database lives (default :func:`provider_dir`).
+        timeout: How long a call waits for the carrier's answer before it raises :class:`ProviderTimeout`;
+            None waits as long as it takes.
+    """
+
+    schema = (
+        _Store.schema
+        + """
+    create table if not exists labels (
+        key text primary key, carrier text not null, label_id text, tracking_number text, label_url text,
+        status text not null, parcels integer not null default 0, address text not null default '{}',
+        created real not null, updated real not null
+    );
+    """
+    )
+    names = CARRIERS
+    noun = "carrier"
+    what = "carrier"
+
+    def __init__(self, directory: Path | None = None, *, timeout: timedelta | None = None) -> None:
+        super().__init__("carriers", directory, timeout)
+
+    # -- the switches (test data) ----------------------------------------------------------------------
+
+    def take_down(self, carrier: str, *, lasting: timedelta | None = None) -> None:
+        """Make ``carrier`` answer 503 at once and do nothing (for ``lasting``, or until :meth:`restore`)."""
+        self._set_outage(carrier, "down", 0.0, lasting)
+
+    def hang(self, carrier: str, *, lasting: timedelta | None = None) -> None:
+        """Make ``carrier`` act on requests and answer none (for ``lasting``, or until :meth:`restore`)."""
+        self._set_outage(carrier, "hang", 0.0, lasting)
+
+    def slow_down(self, carrier: str, *, by: timedelta, lasting: timedelta | None = None) -> None:
+        """Make ``carrier`` answer every request ``by`` late (for ``lasting``, or until restored)."""
+        self._set_outage(carrier, "slow", by.total_seconds(), lasting)
+
+    def restore(self, carrier: str) -> None:
+        """Make ``carrier`` answer normally again (answers it was holding go out at once)."""
+        self._clear(carrier)
+
+    def outage(self, carrier: str) -> Outage | None:
+        """The switch in force for ``carrier``, or None."""
+        return self._outage(carrier)
+
+    # -- the label API ---------------------------------------------------------------------------------
+
+    def create_label(
+        self, key: str, *, carrier: str, address: dict[str, Any], parcels: int
+    ) -> dict[str, Any]:
+        """Make a label for ``parcels`` parcels to ``address`` (``country``, ``zip``…) once per ``key``.
+
+        Returns:
+            ``carrier``, ``labelId``, ``trackingNumber``, ``labelUrl`` and ``status`` (``created``, or
+            ``picked_up`` once the carrier has the parcel).
+
+        Raises:
+            ProviderError: 422 when ``carrier`` does not deliver there, 409 when ``key`` was voided or
+                used with another carrier, 400 for a request it cannot read, 503 when the carrier is
+                down.
+            ProviderTimeout: The carrier hangs (it made the label all the same).
+        """
+        self._check(carrier)
+        country, zip_code = str(address.get("country", "")), str(address.get("zip", ""))
+        if not country or not zip_code or parcels < 1:
+            raise ProviderError(f"{carrier} needs a country, a zip and at least one parcel", 400)
+        refusal = carrier_refusal(carrier, country, zip_code)
+        with self._tx() as db:
+            answer = self._replay(db, key)
+            if answer is None:
+                answer = self._new_label(db, key, carrier, address, parcels, refusal)
+            row = db.execute("select status from labels where key = ?", (key,)).fetchone()
+        self._answer(carrier)
+        if answer["carrier"] != carrier:
+            raise ProviderError(f"label key {key} was used with {answer['carrier']}, not {carrier}", 409)
+        if answer["status"] == "refused":
+            raise ProviderError(answer["reason"], answer["code"])
+        if row is not None and row[0] == "voided":
+            raise ProviderError(f"label {answer['labelId']} ({key}) was voided", 409)
+        return {**answer, "status": row[0] if row is not None else answer["status"]}
+
+    def _new_label(
+        self,
+        db: sqlite3.Connection,
+        key: str,
+        carrier: str,
+        address: dict[str, Any],
+        parcels: int,
+        refusal: str | None,
+    ) -> dict[str, Any]:
+        voided = db.execute("select 1 from labels where key = ? and status = 'voided'", (key,)).fetchone()
+        if voided is not None:
+            answer: dict[str, Any] = {
+                "carrier": carrier,
+                "status": "refused",
+                "code": 409,
+                "reason": f"label key {key} was voided before any label was made",
+            }
+        elif refusal is not None:
+            answer = {"carrier": carrier, "status": "refused", "code": 422, "reason": refusal}
+        else:
+            tracking = TRACKING_PREFIXES[carrier] + secrets.token_hex(6).upper()
+            label_id = f"lbl_{uuid.uuid4().hex[:16]}"
+            answer = {
+                "carrier": carrier,
+                "labelId": label_id,
+                "trackingNumber": tracking,
+                "labelUrl": f"https://labels.{carrier}.example.com/{label_id}.pdf",
+                "status": "created",
+            }
+            now = time.time()
+            db.execute(
+                "insert into labels (key, carrier, label_id, tracking_number, label_url, status, parcels,"
+                " address, created, updated) values (?, ?, ?, ?, ?, 'created', ?, ?, ?, ?)",
+                (
+                    key,
+                    carrier,
+                    label_id,
+                    tracking,
+                    answer["labelUrl"],
+                    parcels,
+                    json.dumps(address),
+                    now,
+                    now,
+                ),
+            )
+            self._effect(db, key, "label", tracking, 0, {"carrier": carrier, "parcels": parcels})
+        self._remember(db, key, "label", answer)
+        return answer
+
+    def void_label(self, key: str, *, carrier: str) -> dict[str, Any]:
+        """Void the label made with ``key`` (once); voiding a key with no label voids the key.
+
+        Returns:
+            ``carrier``, ``labelId`` and ``trackingNumber`` (None for a key with no label) and
+            ``status`` ``voided``.
+
+        Raises:
+            ProviderError: 409 once the carrier has picked the parcel up, 404 when ``key`` is a label
+                of another carrier, 503 when the carrier is down.
+            ProviderTimeout: The carrier hangs (it voided the label all the same).
+        """
+        self._check(carrier)
+        refused: ProviderError | None = None
+        with self._tx() as db:
+            answer = self._replay(db, f"void:{key}")
+            if answer is None:
+                answer, refused = self._new_void(db, key, carrier)
+        self._answer(carrier)
+        if refused is not None:
+            raise refused
+        return answer
+
+    def _new_void(
+        self, db: sqlite3.Connection, key: str, carrier: str
+    ) -> tuple[dict[str, Any], ProviderError | None]:
+        row = db.execute(
+            "select carrier, label_id, tracking_number, status from labels where key = ?", (key,)
+        ).fetchone()
+        answer: dict[str, Any] = {
+            "carrier": carrier,
+            "labelId": None if row is None else row[1],
+            "trackingNumber": None if row is None else row[2],
+            "status": "voided",
+        }
+        if row is not None and row[0] != carrier:
+            return answer, ProviderError(f"{carrier} has no label {key}", 404)
+        if row is not None and row[3] != "created":
+            why = f"{carrier} has picked up the parcel {row[2]}: its label can no longer be voided"
+            return answer, ProviderError(why, 409)
+        now = time.time()
+        if row is None:
+            db.execute(
+                "insert into labels (key, carrier, status, created, updated) values (?, ?, 'voided', ?, ?)",
+                (key, carrier, now, now),
+            )
+        else:
+            db.execute("update labels set status = 'voided', updated = ? where key = ?", (now, key))
+            self._effect(db, key, "void", row[2], 0, {"carrier": carrier})
+        self._remember(db, f"void:{key}", "void", answer)
+        return answer, None
+
+    def pick_up(self, key: str) -> dict[str, Any]:
+        """The carrier collects the parcel of the label made with ``key`` (its first scan); once.
+
+        Raises:
+            ProviderError: 404 when ``key`` has no label, 409 when its label was voided.
+        """
+        with self._tx() as db:
+            row = db.execute("select tracking_number, status from labels where key = ?", (key,)).fetchone()
+            if row is None or row[0] is None:
+                raise ProviderError(f"no label {key}", 404)
+            if row[1] == "voided":
+                raise ProviderError(f"label {key} was voided: nothing to pick up", 409)
+            if row[1] == "created":
+                db.execute(
+                    "update labels set status = 'picked_up', updated = ? where key = ?", (time.time(), key)
+                )
+                self._effect(db, key, "pickup", row[0], 0, {})
+        label = self.label(key)
+        assert label is not None
+        return label
+
+    def label(self, key: str) -> dict[str, Any] | None:
+        """The carrier's record of the label made with ``key``, or None (a read: counts no request)."""
+        with self._tx() as db:
+            row = db.execute(
+                "select carrier, label_id, tracking_number, label_url, status, parcels from labels"
+                " where key = ?",
+                (key,),
+            ).fetchone()
+        if row is None:
+            return None
+        names = ("carrier", "labelId", "trackingNumber", "labelUrl", "status", "parcels")
+        return dict(zip(names, row, strict=True))
+
+    def _check(self, carrier: str) -> None:
+        if carrier not in CARRIERS:
+            raise ProviderError(f"no carrier {carrier}: the carriers are {', '.join(CARRIERS)}", 400)
+        outage = self._outage(carrier)
+        if outage is not None and outage.mode == "down":
+            raise ProviderError(f"{carrier} is unavailable", 503)
+
+
+def carrier_refusal(carrier: str, country: str, zip_code: str) -> str | None:
+    """Why ``carrier`` refuses a label to ``country`` and ``zip_code``, or None (the test data decides)."""
+    if country in UNSERVED_COUNTRIES:
+        return f"{carrier} does not deliver to {country}"
+    if zip_code == INVALID_ZIP:
+        return f"zip {zip_code} does not exist"
+    if carrier == "podium-post" and country not in POST_COUNTRIES:
+        return f"podium-post ships within {', '.join(sorted(POST_COUNTRIES))} only, not to {country}"
+    if carrier == "podium-post" and zip_code.startswith(REMOTE_ZIP_PREFIX):
+        return f"podium-post does not serve zip {zip_code}: remote area"
+    return None

@@ -14,6 +14,16 @@ The state machine is the seed's saga diagram::
     paid ──ShippingFailed──▶ shipping_failed ──PaymentRefunded──▶ refunded ──InventoryReleased──▶ …
     inventory_released ──OrderCancelled──▶ cancelled
     shipped, completed ──TrackingUpdated──▶ (same state)
+
+and the ways out that the deadline, the payment method check and the customer add::
+
+    placed ──PaymentFailed──▶ payment_rejected ──OrderCancelled──▶ cancelled  (method refused, nothing held)
+    payment_failed ──PaymentRefunded──▶ refunded          (a charge whose answer came after the deadline)
+    reservation_failed ──InventoryReleased──▶ inventory_released    (a hold made after the deadline)
+    completed ──CancellationRequested──▶ cancelling ──ShipmentCancelled──▶ shipment_cancelled
+    shipment_cancelled ──PaymentRefunded──▶ refunded ──InventoryReleased──▶ … ──OrderCancelled──▶ cancelled
+    shipment_cancelled ──InventoryReleased──▶ inventory_released     (refunded in full before the cancel)
+    completed, delivered ──PaymentRefunded──▶ (same state: a partial refund)
 """
 
 from __future__ import annotations
@@ -44,6 +54,8 @@ class EventType(enum.StrEnum):
     ORDER_CANCELLED = "OrderCancelled"
     TRACKING_UPDATED = "TrackingUpdated"
     ORDER_DELIVERED = "OrderDelivered"
+    CANCELLATION_REQUESTED = "CancellationRequested"
+    SHIPMENT_CANCELLED = "ShipmentCancelled"
 
 
 class OrderStatus(enum.StrEnum):
@@ -62,6 +74,9 @@ class OrderStatus(enum.StrEnum):
     COMPLETED = "completed"
     CANCELLED = "cancelled"
     DELIVERED = "delivered"
+    CANCELLING = "cancelling"
+    PAYMENT_REJECTED = "payment_rejected"
+    SHIPMENT_CANCELLED = "shipment_cancelled"
 
 
 S, E = OrderStatus, EventType
@@ -82,6 +97,16 @@ TRANSITIONS: dict[tuple[OrderStatus, EventType], OrderStatus] = {
     (S.SHIPPED, E.TRACKING_UPDATED): S.SHIPPED,
     (S.COMPLETED, E.TRACKING_UPDATED): S.COMPLETED,
     (S.COMPLETED, E.ORDER_DELIVERED): S.DELIVERED,
+    (S.PLACED, E.PAYMENT_FAILED): S.PAYMENT_REJECTED,
+    (S.PAYMENT_REJECTED, E.ORDER_CANCELLED): S.CANCELLED,
+    (S.PAYMENT_FAILED, E.PAYMENT_REFUNDED): S.REFUNDED,
+    (S.RESERVATION_FAILED, E.INVENTORY_RELEASED): S.INVENTORY_RELEASED,
+    (S.COMPLETED, E.CANCELLATION_REQUESTED): S.CANCELLING,
+    (S.CANCELLING, E.SHIPMENT_CANCELLED): S.SHIPMENT_CANCELLED,
+    (S.SHIPMENT_CANCELLED, E.PAYMENT_REFUNDED): S.REFUNDED,
+    (S.SHIPMENT_CANCELLED, E.INVENTORY_RELEASED): S.INVENTORY_RELEASED,
+    (S.COMPLETED, E.PAYMENT_REFUNDED): S.COMPLETED,
+    (S.DELIVERED, E.PAYMENT_REFUNDED): S.DELIVERED,
 }
 """The only legal moves: (status, event) → next status. Anything else is an illegal transition."""
 
@@ -102,6 +127,9 @@ PROGRESS: dict[OrderStatus, tuple[float, str | None]] = {
     S.REFUNDED: (0.7, "release-inventory"),
     S.INVENTORY_RELEASED: (0.9, "cancel-order"),
     S.CANCELLED: (1.0, None),
+    S.CANCELLING: (0.3, "cancel-shipment"),
+    S.PAYMENT_REJECTED: (0.5, "cancel-order"),
+    S.SHIPMENT_CANCELLED: (0.5, "refund-payment"),
 }
 """Progress and the step running next, per status (what the live status shows)."""
 
@@ -113,6 +141,7 @@ STEP_OF: dict[EventType, str] = {
     E.INVENTORY_RELEASED: "release-inventory",
     E.ORDER_COMPLETED: "complete-order",
     E.ORDER_CANCELLED: "cancel-order",
+    E.SHIPMENT_CANCELLED: "cancel-shipment",
 }
 """The saga step each event completes."""
 
@@ -143,9 +172,9 @@ class PaidData(Model):
 
 
 class RefundedData(Model):
-    """``PaymentRefunded``."""
+    """``PaymentRefunded``: what this refund gave back (refunds add up; a partial one is one of several)."""
 
-    amount: float
+    amount: float = Field(gt=0)
 
 
 class ShippedData(Model):
@@ -169,6 +198,12 @@ class FailedData(Model):
     reason: str | None = None
 
 
+class CancelRequestedData(Model):
+    """``CancellationRequested``: why the customer cancelled."""
+
+    reason: str = ""
+
+
 EVENT_DATA: dict[EventType, type[Model]] = {
     E.ORDER_PLACED: PlacedData,
     E.PAYMENT_PROCESSED: PaidData,
@@ -178,6 +213,7 @@ EVENT_DATA: dict[EventType, type[Model]] = {
     E.INVENTORY_RESERVATION_FAILED: FailedData,
     E.PAYMENT_FAILED: FailedData,
     E.SHIPPING_FAILED: FailedData,
+    E.CANCELLATION_REQUESTED: CancelRequestedData,
 }
 """The data the fold reads from each event type (other types carry data for people only)."""
 
@@ -266,6 +302,20 @@ class OrderState(Model):
     updated_at: str | None = None
     history: list[EventType] = []
     """Event types in order."""
+    event_ids: list[str] = []
+    """The ``eventId`` of every event, in order (recording one of them again changes nothing)."""
+
+
+class Published(Model):
+    """What a subscriber of the order's events receives: new events of one order, and the order after them.
+
+    The aggregate publishes once per command it handles, with every event that command appended (the
+    checkout's whole run, a carrier's scan, a cancellation), in sequence order. ``order`` saves each
+    subscriber a read of the aggregate (who to notify, the total, the tracking number).
+    """
+
+    events: list[Event] = Field(min_length=1)
+    order: OrderState
 
 
 def next_status(status: OrderStatus, event: EventType) -> OrderStatus:
@@ -289,6 +339,7 @@ def apply(state: OrderState, event: Event) -> OrderState:
     new.version = event.sequence
     new.updated_at = event.at
     new.history.append(event.type)
+    new.event_ids.append(event.event_id)
     if event.type in STEP_OF:
         new.completed_steps.append(STEP_OF[event.type])
     _APPLY_DATA.get(event.type, _ignore)(new, event)
@@ -322,7 +373,7 @@ def _paid(state: OrderState, event: Event) -> None:
 
 
 def _refunded(state: OrderState, event: Event) -> None:
-    state.refunded = RefundedData.model_validate(event.data).amount
+    state.refunded = round(state.refunded + RefundedData.model_validate(event.data).amount, 2)
 
 
 def _shipped(state: OrderState, event: Event) -> None:
@@ -341,6 +392,11 @@ def _failed(state: OrderState, event: Event) -> None:
     state.reason = FailedData.model_validate(event.data).reason or state.reason
 
 
+def _cancel_requested(state: OrderState, event: Event) -> None:
+    reason = CancelRequestedData.model_validate(event.data).reason
+    state.reason = f"cancelled by {event.actor}" + (f": {reason}" if reason else "")
+
+
 def _ignore(state: OrderState, event: Event) -> None:
     """Events whose data the state does not keep."""
 
@@ -354,6 +410,7 @@ _APPLY_DATA = {
     E.INVENTORY_RESERVATION_FAILED: _failed,
     E.PAYMENT_FAILED: _failed,
     E.SHIPPING_FAILED: _failed,
+    E.CANCELLATION_REQUESTED: _cancel_requested,
 }
 
 

@@ -78,21 +78,20 @@ class PlaceOrder(Model):
         return fingerprint(self.model_dump_json(exclude={"order_id", "correlation_id"}))
 
 
-class Checkout(Model):
-    """``ShopOrderSaga/{orderId}/Run``: the order, and who placed it."""
+class CancelOrder(Model):
+    """``POST /ShopOrder/{orderId}/Cancel``."""
 
-    order: PlaceOrder
-    placed_by: str = Field(min_length=1)
-    """The verified subject of the client who called ``Place`` (the actor of ``OrderPlaced``)."""
+    reason: str = Field(default="", max_length=500)
 
 
-class OpenOrder(Model):
-    """``ShopOrder/{orderId}/Open``: record ``OrderPlaced`` once (the saga's first command)."""
+class RefundOrder(Model):
+    """``POST /ShopOrder/{orderId}/Refund`` (an operator): give back part or all of what was charged."""
 
-    order: PlaceOrder
-    correlation_id: str = Field(min_length=1)
-    actor: str = Field(min_length=1)
-    """Who placed it (``Open`` is private: only the saga sets this)."""
+    refund_id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    """The operator's id for this refund: the same id again refunds nothing more."""
+    amount: Annotated[Amount, PlainSerializer(float, return_type=float, when_used="json")]
+    """At most what is left of the charge."""
+    reason: str = Field(default="", max_length=500)
 
 
 class RecordEvent(Model):

@@ -1,21 +1,23 @@
 """``ShopOrder``: the event-sourced order aggregate, one virtual object per order id.
 
-Its only state is ``events``, the order's append-only stream of :class:`~services.shop.events.Event`
-(the seed's Cosmos DB event store). The current state is never stored: every command folds the stream
-(:func:`~services.shop.events.fold`), checks the command against it, and appends one event. Commands:
+**The stream.** The object's state is its events, one key per event (``event:<n>``) and ``version``, the
+last sequence number: appending writes one key, never the whole stream. Every :data:`SNAPSHOT_EVERY`
+events the folded state is written beside them (``snapshot``), so a command loads the last snapshot and
+folds only the events after it; :func:`~services.shop.events.fold` is the one fold, and replaying the
+snapshot's tail gives the state the full replay gives (tested).
 
-- ``Open``: record ``OrderPlaced`` once; the same order again is a no-op, a different one for the same
-  id is 409.
-- ``Record``: append one saga outcome, tracking update or delivery; an event the state does not allow is
-  409 (an illegal transition); the same ``eventId`` again returns the order unchanged (idempotent).
+**Commands** are exclusive handlers, so appends to one order are serialised and sequence numbers have no
+gaps. The checkout (``Place``), ``Cancel`` and ``Refund`` are in :mod:`services.shop.checkout`; here are
+``Record`` (a carrier's scan or delivery, from ``ShopShipping``'s webhooks; private: only they append,
+naming the actor they verified; idempotent by ``eventId``), the reads ``GetStatus``, ``GetSaga`` and
+``Events`` (public, ``read``) and ``Replay`` (public, ``operator``: rebuild the order's read models from
+the stream).
 
-Both are exclusive handlers, so appends to one order are serialised and sequence numbers have no gaps.
-Both are private: only the saga and the carrier webhooks append, each naming the actor it verified, so
-no client can write an event (or an actor) of its own choosing into the store. After each append the
-event is published to the projections with durable one-way messages
-(:func:`~services.shop.projections.publish`). ``Events`` reads the stream (public, ``read``);
-``Replay`` rebuilds every projection of the order from it (public, ``operator``: a repair a person
-decides on). ``Place`` and ``GetStatus`` are in :mod:`services.shop.checkout`.
+**Publication.** Each command publishes what it appended once, when it ends (:meth:`Order.publish`), to
+every subscriber of :data:`~services.shop.subscriptions.SUBSCRIPTIONS` whose event types it contains:
+one durable one-way message per subscriber. The aggregate keeps each subscriber's position
+(``sent:<name>``): a batch holds every event since that subscriber's previous batch, so each subscriber
+sees its orders' streams whole and in order, and deduplicates by sequence number.
 """
 
 from __future__ import annotations
@@ -24,70 +26,168 @@ from typing import Any
 
 from restate import ObjectContext, ObjectSharedContext
 
-from podium import TerminalError, VirtualObject
-from services.shop.events import Event, EventType, IllegalTransition, OrderState, fold, iso, new_event
-from services.shop.models import OpenOrder, RecordEvent
-from services.shop.projections import OrderView, publish, rebuild_all
+from podium import SagaLog, TerminalError, VirtualObject, call, read_saga_log, send
+from services.shop.events import (
+    FINISHED,
+    PROGRESS,
+    Event,
+    EventType,
+    IllegalTransition,
+    OrderState,
+    Published,
+    apply,
+    fold,
+    new_event,
+)
+from services.shop.models import LiveStatus, RecordEvent
+from services.shop.projections import OrderView, rebuild
+from services.shop.subscriptions import SUBSCRIPTIONS
 
 orders = VirtualObject("ShopOrder", system="shop")
 
+SAGA = "checkout"
+"""The checkout saga's name (its log is kept in the order's state)."""
+ACTOR = "ShopOrder"
+"""The actor of the events the checkout and the cancellation record themselves."""
+SNAPSHOT_EVERY = 8
+"""Events between snapshots of the folded state."""
+
+
+# -- the stream ------------------------------------------------------------------------------------------
+
+
+async def load_state(ctx: ObjectContext | ObjectSharedContext) -> OrderState:
+    """The order as of its last event: the last snapshot, and the events after it folded onto it."""
+    snapshot = await ctx.get("snapshot", type_hint=dict)
+    state = OrderState() if snapshot is None else OrderState.model_validate(snapshot)
+    version = await ctx.get("version", type_hint=int) or 0
+    return fold(await _events(ctx, state.version + 1, version), state)
+
 
 async def load_events(ctx: ObjectContext | ObjectSharedContext) -> list[Event]:
-    """The order's stream, oldest first (empty for an order never placed)."""
-    return [Event.model_validate(e) for e in await ctx.get("events", type_hint=list) or []]
+    """The whole stream, oldest first (empty for an order never placed)."""
+    return await _events(ctx, 1, await ctx.get("version", type_hint=int) or 0)
 
 
-async def _append(ctx: ObjectContext, events: list[Event], state: OrderState, event: Event) -> OrderState:
-    """Append ``event`` to the stream, publish it, and return the state after it."""
-    after = fold([event], state)
-    ctx.set("events", [e.model_dump(mode="json") for e in [*events, event]])
-    publish(ctx, event, after.customer_id)
-    return after
+async def _events(ctx: ObjectContext | ObjectSharedContext, first: int, last: int) -> list[Event]:
+    found = []
+    for sequence in range(first, last + 1):
+        raw = await ctx.get(f"event:{sequence}", type_hint=dict)
+        if raw is None:
+            raise TerminalError(f"order {ctx.key()}: event {sequence} is missing from the stream", 500)
+        found.append(Event.model_validate(raw))
+    return found
 
 
-@orders.handler("Open")
-async def open_order(ctx: ObjectContext, req: OpenOrder) -> OrderState:
-    """Record ``OrderPlaced`` if the order is new; return the order's current state."""
-    events = await load_events(ctx)
-    state = fold(events)
-    order = req.order
-    fingerprint = order.fingerprint()
-    if events:
-        if state.fingerprint != fingerprint:
-            raise TerminalError(f"order {ctx.key()} was already placed with a different request", 409)
-        return state
-    placed = Event(
-        order_id=ctx.key(),
-        sequence=1,
-        type=EventType.ORDER_PLACED,
-        event_id="placed",
-        at=iso(await ctx.time()),
-        actor=req.actor,
-        correlation_id=req.correlation_id,
-        data=_placed_data(order.model_dump(mode="json"), order.total, order.lines, fingerprint),
-    )
-    return await _append(ctx, events, state, placed)
+class Order:
+    """One command's view of the aggregate: the state, and the events this command appended."""
+
+    def __init__(self, ctx: ObjectContext, state: OrderState) -> None:
+        self.ctx = ctx
+        self.state = state
+        self.appended: list[Event] = []
+
+    @classmethod
+    async def load(cls, ctx: ObjectContext) -> Order:
+        """The order as stored."""
+        return cls(ctx, await load_state(ctx))
+
+    async def append(
+        self, event_type: EventType, data: dict[str, Any], *, actor: str = ACTOR, event_id: str | None = None
+    ) -> OrderState:
+        """Append one event, stamped with the engine's clock; 409 if the order's state does not allow it."""
+        try:
+            event = new_event(
+                self.state,
+                event_type,
+                event_id=event_id or event_type.value,
+                at=await self.ctx.time(),
+                actor=actor,
+                data=data,
+            )
+        except IllegalTransition as exc:
+            raise TerminalError(f"order {self.ctx.key()}: {exc}", 409) from exc
+        return self.add(event)
+
+    def add(self, event: Event) -> OrderState:
+        """Write a ready event to the stream (and a snapshot when one is due)."""
+        self.state = apply(self.state, event)
+        self.ctx.set(f"event:{event.sequence}", event.model_dump(mode="json"))
+        self.ctx.set("version", event.sequence)
+        if event.sequence % SNAPSHOT_EVERY == 0:
+            self.ctx.set("snapshot", self.state.model_dump(mode="json"))
+        self.appended.append(event)
+        return self.state
+
+    async def publish(self) -> None:
+        """Send what this command appended to each subscriber of its types, with what it missed before."""
+        if not self.appended:
+            return
+        for subscription in SUBSCRIPTIONS:
+            position = await self.ctx.get(f"sent:{subscription.name}", type_hint=int) or 0
+            first_new = self.appended[0].sequence
+            # The events this command appended are at hand; only older ones a subscriber missed are read.
+            missed = await _events(self.ctx, position + 1, first_new - 1) if position + 1 < first_new else []
+            batch = (
+                [*missed, *self.appended]
+                if position < first_new
+                else self.appended[position - first_new + 1 :]
+            )
+            if not any(e.type in subscription.types for e in batch):
+                continue  # nothing it wants yet: it gets these with the next batch it does want
+            send(
+                self.ctx,
+                subscription.handler,
+                Published(events=batch, order=self.state),
+                key=subscription.key(self.state),
+            )
+            self.ctx.set(f"sent:{subscription.name}", self.state.version)
+
+
+# -- handlers ----------------------------------------------------------------------------------------------
 
 
 @orders.handler("Record")
 async def record(ctx: ObjectContext, req: RecordEvent) -> OrderState:
     """Append one event if the order's state allows it (409 if not); idempotent by ``eventId``."""
-    events = await load_events(ctx)
-    if not events:
+    order = await Order.load(ctx)
+    if not order.state.version:
         raise TerminalError(f"no order {ctx.key()}", 404)
-    state = fold(events)
-    if any(e.event_id == req.event_id for e in events):
-        return state
+    if req.event_id in order.state.event_ids:
+        return order.state
     if req.type == EventType.ORDER_PLACED:
         raise TerminalError("type: OrderPlaced is recorded by Place, not by Record", 400)
     # ``req.data`` already holds what the fold needs for its type (checked by ``RecordEvent``).
-    try:
-        event = new_event(
-            state, req.type, event_id=req.event_id, at=await ctx.time(), actor=req.actor, data=req.data
-        )
-    except IllegalTransition as exc:
-        raise TerminalError(f"order {ctx.key()}: {exc}", 409) from exc
-    return await _append(ctx, events, state, event)
+    await order.append(req.type, req.data, actor=req.actor, event_id=req.event_id)
+    await order.publish()
+    return order.state
+
+
+@orders.handler("GetStatus", kind="shared", public="read")
+async def get_status(ctx: ObjectSharedContext) -> LiveStatus:
+    """Phase, progress and next step, folded from the events so far, with the saga's log."""
+    state = await load_state(ctx)
+    if not state.version:
+        raise TerminalError(f"no order {ctx.key()}", 404)
+    progress, step = PROGRESS[state.status]
+    return LiveStatus(
+        order_id=ctx.key(),
+        phase=state.status,
+        progress=progress,
+        current_step=step,
+        completed_steps=state.completed_steps,
+        is_complete=state.status in FINISHED,
+        reason=state.reason,
+        updated_at=state.updated_at,
+        version=state.version,
+        saga=await read_saga_log(ctx, SAGA),
+    )
+
+
+@orders.handler("GetSaga", kind="shared", public="read")
+async def get_saga(ctx: ObjectSharedContext) -> SagaLog | None:
+    """The checkout saga's log: steps, compensations, dead letters (null before the order is placed)."""
+    return await read_saga_log(ctx, SAGA)
 
 
 @orders.handler("Events", kind="shared", public="read")
@@ -98,28 +198,12 @@ async def get_events(ctx: ObjectSharedContext) -> list[Event]:
 
 @orders.handler("Replay", public="operator")
 async def replay(ctx: ObjectContext) -> OrderView:
-    """Rebuild every projection of this order from the event store; returns the rebuilt summary.
+    """Rebuild every read model of this order from the event store; returns the rebuilt summary.
 
-    Exclusive, so no event is appended (and published) while the rebuild is sent: a rebuild can never
-    overwrite an event the projections received after the stream it was built from.
+    Exclusive, so no event is appended (and published) while the rebuild runs: a rebuild can never
+    overwrite an event the read models received after the stream it was built from.
     """
     events = await load_events(ctx)
     if not events:
         raise TerminalError(f"no order {ctx.key()}", 404)
-    return await rebuild_all(ctx, ctx.key(), fold(events).customer_id, events)
-
-
-def _placed_data(
-    order: dict[str, Any], total: float, lines: dict[str, int], fingerprint: str
-) -> dict[str, Any]:
-    """What ``OrderPlaced`` carries: the request as placed, plus what the fold needs from it."""
-    return {
-        "customerId": order["customerId"],
-        "email": order["email"],
-        "items": order["items"],
-        "shippingAddress": order["shippingAddress"],
-        "paymentMethod": order["paymentMethod"],
-        "total": total,
-        "lines": lines,
-        "fingerprint": fingerprint,
-    }
+    return await call(ctx, rebuild, Published(events=events, order=fold(events)))

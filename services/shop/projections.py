@@ -1,61 +1,73 @@
-"""The read side (CQRS): projections fed by the order's events, answering queries only.
+"""The read side (CQRS): read models fed by the order's events, in SQL, answering queries only.
 
-Each event the aggregate appends is sent to every subscriber here with a durable one-way message
-(:func:`publish`), which stands in for the seed's service bus. Three projections:
+The aggregate publishes each command's events once (``ShopReadModels/Apply``, one durable message per
+command: the whole checkout is one batch). The read models live in the shop's ``orders`` store
+(:mod:`services.shop.db`), and each batch is applied in one transaction:
 
-- ``ShopOrderView/{orderId}``: the order's summary.
-- ``ShopCustomerOrders/{customerId}``: the customer's orders, newest last.
-- ``ShopAudit/{orderId}``: the audit trail: every operation with its time, actor and correlation id.
+- ``events``: every event once, keyed by (order id, sequence number): a redelivered event is ignored
+  (counted as a duplicate), and ``projected_at`` records when it was applied (the read side's lag is
+  ``projected_at`` minus the event's time; the benchmark reports it);
+- ``orders``: each order's summary, the fold of its stream's events without gaps: an event that arrives
+  before its predecessor is kept but waits (listed as ``pending``) until the gap fills, so a read model
+  never applies events out of order; the fold is :func:`services.shop.events.fold`, the aggregate's own;
+- the customer's order list is the ``orders`` rows of one customer, and the audit trail is the
+  ``events`` rows of one order (time, actor, correlation id, what happened), so all of them change in the
+  same transaction and cannot disagree.
 
-A delivery is offered to a :class:`~services.shop.events.Cursor` per order stream first: a sequence
-number already applied (or already waiting) is a duplicate and changes nothing; one that arrives before
-its predecessor waits until the gap fills. So a redelivered or reordered message never double-applies or
-applies out of order. ``Rebuild`` replaces a projection with the fold of the full stream (the aggregate's
-``Replay`` reads the event store and calls it). Queries (``Get``, ``List``, ``Entries``) read only the
-projection's own state, never the aggregate.
+Queries: ``ShopOrderView/{orderId}/Get``, ``ShopCustomerOrders/{customerId}/List`` and
+``ShopAudit/{orderId}/Entries`` (public, ``read``), which read the store only, never the aggregate.
+``Apply`` and ``Rebuild`` are private: fed by the aggregate alone, so no client can write a read model
+the event store does not back. A batch whose events cannot be folded is refused (409, the engine does not
+retry it) and changes nothing; a batch mixing orders is a 400. An order's customer is the one its
+stored ``OrderPlaced`` names: a redelivered event is ignored whatever it says.
+``Rebuild`` (called by the aggregate's ``Replay``) replaces an order's rows with its full stream.
 
-Only the queries are public (``read``). ``Apply`` and ``Rebuild`` are private: they are fed by the
-aggregate alone, so no client can write a read model that the event store does not back. An event whose
-data cannot be folded is refused at the door (:class:`~services.shop.events.Event` checks it, 400), and
-an order delivered to another customer's list is a 400 too: a bad event ends its delivery with an error
-the engine does not retry, and changes nothing.
+The store commits without an fsync of its own (``durable=False`` in :mod:`services.shop.db`): it is
+derived data, and the event store it is rebuilt from is the engine's.
 """
 
 from __future__ import annotations
 
-from pydantic import Field
-from restate import Context, ObjectContext, ObjectSharedContext
+import json
+import sqlite3
+import time
 
-from podium import Model, TerminalError, VirtualObject, call, send
-from services.shop.events import Cursor, Event, EventType, IllegalTransition, OrderState, fold, offer
+from pydantic import Field
+from restate import Context, ObjectSharedContext
+
+from podium import Model, Service, TerminalError, VirtualObject
+from services.shop.db import reading, transaction
+from services.shop.events import Event, EventType, IllegalTransition, Published, fold
 from services.shop.models import OrderSummary
 
+read_models = Service("ShopReadModels", system="shop")
 order_view = VirtualObject("ShopOrderView", system="shop")
 customer_orders = VirtualObject("ShopCustomerOrders", system="shop")
 audit = VirtualObject("ShopAudit", system="shop")
 
-
-class Stream(Model):
-    """One order's stream as a projection has seen it."""
-
-    cursor: Cursor = Cursor()
-    order: OrderState | None = None
+STORE = "orders"
+SCHEMA = """
+create table if not exists events (
+    order_id text not null, sequence integer not null, type text not null, event_id text not null,
+    at text not null, actor text not null, correlation_id text not null, data text not null,
+    projected_at real not null,
+    primary key (order_id, sequence)
+);
+create table if not exists orders (
+    order_id text primary key, customer_id text not null, placed_at text, version integer not null,
+    summary text not null, duplicates integer not null default 0
+);
+create index if not exists orders_of_customer on orders (customer_id, placed_at, order_id);
+"""
 
 
 class OrderView(OrderSummary):
-    """``ShopOrderView/{orderId}/Get``: the summary, plus how the projection is doing."""
+    """``ShopOrderView/{orderId}/Get``: the summary, plus how the read model is doing."""
 
     pending: list[int] = []
     """Sequence numbers that arrived early and wait for a gap to fill."""
     duplicates_ignored: int = 0
-    """Redeliveries ignored since the projection was (re)built."""
-
-
-class RebuildStream(Model):
-    """``ShopCustomerOrders/{customerId}/Rebuild``: one order's full stream."""
-
-    order_id: str = Field(min_length=1)
-    events: list[Event]
+    """Redeliveries ignored since the read model was (re)built."""
 
 
 class AuditEntry(Model):
@@ -79,141 +91,209 @@ class AuditTrail(Model):
     duplicates_ignored: int
 
 
-class AuditState(Model):
-    """The trail and its cursor (the object's state)."""
+class Applied(Model):
+    """What one ``Apply`` did."""
 
-    cursor: Cursor = Cursor()
-    entries: list[AuditEntry] = []
+    order_id: str
+    version: int = Field(ge=0)
+    """The last sequence number the read models reflect."""
+    applied: int
+    duplicates: int
 
 
-def advance(stream: Stream, event: Event) -> Stream:
-    """Offer ``event`` to the stream's cursor and fold whatever is ready (pure).
+# -- writing ----------------------------------------------------------------------------------------------
 
-    Raises:
-        TerminalError: 409 if the events do not make a legal history (the delivery is refused).
-    """
-    cursor, ready = offer(stream.cursor, event)
+
+def _one_order(batch: Published) -> str:
+    order_ids = {e.order_id for e in batch.events}
+    if len(order_ids) != 1 or batch.order.order_id not in ("", *order_ids):
+        raise TerminalError(f"events: a batch holds the events of one order, not {sorted(order_ids)}", 400)
+    return order_ids.pop()
+
+
+def _store(db: sqlite3.Connection, order_id: str, events: list[Event]) -> tuple[int, int]:
+    """Insert the events (once each) and refresh the order's summary; returns (applied, duplicates)."""
+    now = time.time()
+    duplicates = 0
+    for e in events:
+        inserted = db.execute(
+            "insert or ignore into events values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                e.order_id,
+                e.sequence,
+                e.type.value,
+                e.event_id,
+                e.at,
+                e.actor,
+                e.correlation_id,
+                json.dumps(e.data),
+                now,
+            ),
+        ).rowcount
+        duplicates += 1 - inserted
+    stream = _stream(db, order_id)
     try:
-        order = fold(ready, stream.order) if ready else stream.order
+        state = fold(without_gaps(stream))
     except IllegalTransition as exc:
-        raise TerminalError(f"event {event.sequence} of {event.order_id} refused: {exc}", 409) from exc
-    return Stream(cursor=cursor, order=order)
+        raise TerminalError(f"events of {order_id} refused: {exc}", 409) from exc
+    row = db.execute("select version from orders where order_id = ?", (order_id,)).fetchone()
+    before = 0 if row is None else int(row[0])
+    if state.version:
+        db.execute(
+            "insert into orders values (?, ?, ?, ?, ?, ?) on conflict (order_id) do update set "
+            "customer_id = excluded.customer_id, placed_at = excluded.placed_at, version = excluded.version, "
+            "summary = excluded.summary, duplicates = orders.duplicates + excluded.duplicates",
+            (
+                order_id,
+                state.customer_id,
+                state.placed_at,
+                state.version,
+                OrderSummary.of(state).model_dump_json(by_alias=True),
+                duplicates,
+            ),
+        )
+    return state.version - before, duplicates
 
 
-def rebuilt(order_id: str, events: list[Event]) -> Stream:
-    """A fresh stream with every event of ``order_id`` applied (pure)."""
-    stream = Stream()
-    for event in events:
-        _check_order(order_id, event)
-        stream = advance(stream, event)
-    return stream
+def _stream(db: sqlite3.Connection, order_id: str) -> list[Event]:
+    rows = db.execute(
+        "select sequence, type, event_id, at, actor, correlation_id, data from events "
+        "where order_id = ? order by sequence",
+        (order_id,),
+    ).fetchall()
+    return [
+        Event(
+            order_id=order_id,
+            sequence=seq,
+            type=EventType(kind),
+            event_id=event_id,
+            at=at,
+            actor=actor,
+            correlation_id=correlation,
+            data=json.loads(data),
+        )
+        for seq, kind, event_id, at, actor, correlation, data in rows
+    ]
 
 
-def _check_order(order_id: str, event: Event) -> None:
-    if event.order_id != order_id:
-        raise TerminalError(f"orderId: event of {event.order_id!r} sent to the stream of {order_id!r}", 400)
+def without_gaps(stream: list[Event]) -> list[Event]:
+    """The events from sequence 1 up to the first gap."""
+    ready = []
+    for e in stream:
+        if e.sequence != len(ready) + 1:
+            break
+        ready.append(e)
+    return ready
 
 
-def _view(stream: Stream) -> OrderView:
-    if stream.order is None:
-        raise TerminalError("no events applied yet", 404)
+@read_models.handler("Apply")
+async def apply_events(ctx: Context, batch: Published) -> Applied:
+    """Apply one order's new events to every read model, in one transaction (idempotent)."""
+    order_id = _one_order(batch)
+
+    def write() -> Applied:
+        with transaction(STORE, SCHEMA, durable=False) as db:
+            applied, duplicates = _store(db, order_id, batch.events)
+            version = db.execute("select version from orders where order_id = ?", (order_id,)).fetchone()
+        return Applied(
+            order_id=order_id,
+            version=0 if version is None else version[0],
+            applied=applied,
+            duplicates=duplicates,
+        )
+
+    return await ctx.run_typed("apply", write)
+
+
+@read_models.handler("Rebuild")
+async def rebuild(ctx: Context, batch: Published) -> OrderView:
+    """Replace an order's rows in every read model with the fold of its full stream."""
+    order_id = _one_order(batch)
+
+    def write() -> OrderView:
+        with transaction(STORE, SCHEMA, durable=False) as db:
+            db.execute("delete from events where order_id = ?", (order_id,))
+            db.execute("delete from orders where order_id = ?", (order_id,))
+            _store(db, order_id, batch.events)
+            found = _view(db, order_id)
+        if found is None:
+            raise TerminalError(f"no events of {order_id} could be applied", 409)
+        return found
+
+    return await ctx.run_typed("rebuild", write)
+
+
+# -- reading ----------------------------------------------------------------------------------------------
+# Queries read the store directly: they journal nothing else, so a replay has nothing to agree with.
+
+
+def _view(db: sqlite3.Connection, order_id: str) -> OrderView | None:
+    row = db.execute(
+        "select summary, version, duplicates from orders where order_id = ?", (order_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    summary, version, duplicates = row
+    pending = [
+        seq
+        for (seq,) in db.execute(
+            "select sequence from events where order_id = ? and sequence > ? order by sequence",
+            (order_id, version),
+        )
+    ]
     return OrderView(
-        **OrderSummary.of(stream.order).model_dump(),
-        pending=sorted(stream.cursor.pending),
-        duplicates_ignored=stream.cursor.duplicates,
+        **OrderSummary.model_validate_json(summary).model_dump(),
+        pending=pending,
+        duplicates_ignored=duplicates,
     )
-
-
-# -- ShopOrderView -----------------------------------------------------------------------------------
-
-
-async def _load_stream(ctx: ObjectContext | ObjectSharedContext) -> Stream:
-    raw = await ctx.get("stream", type_hint=dict)
-    return Stream() if raw is None else Stream.model_validate(raw)
-
-
-@order_view.handler("Apply")
-async def apply_to_view(ctx: ObjectContext, event: Event) -> None:
-    """Apply one delivered event (deduplicated, in sequence order)."""
-    _check_order(ctx.key(), event)
-    stream = advance(await _load_stream(ctx), event)
-    ctx.set("stream", stream.model_dump(mode="json"))
 
 
 @order_view.handler("Get", kind="shared", public="read")
 async def get_view(ctx: ObjectSharedContext) -> OrderView:
     """The order's summary, from the read model only."""
-    stream = await _load_stream(ctx)
-    if stream.order is None:
+    with reading(STORE, SCHEMA) as db:
+        found = _view(db, ctx.key())
+    if found is None:
         raise TerminalError(f"no order {ctx.key()} in the read model", 404)
-    return _view(stream)
-
-
-@order_view.handler("Rebuild")
-async def rebuild_view(ctx: ObjectContext, events: list[Event]) -> OrderView:
-    """Replace the summary with the fold of the order's full stream."""
-    stream = rebuilt(ctx.key(), events)
-    ctx.set("stream", stream.model_dump(mode="json"))
-    return _view(stream)
-
-
-# -- ShopCustomerOrders ------------------------------------------------------------------------------
-
-
-async def _load_streams(ctx: ObjectContext | ObjectSharedContext) -> dict[str, Stream]:
-    raw = await ctx.get("orders", type_hint=dict) or {}
-    return {order_id: Stream.model_validate(s) for order_id, s in raw.items()}
-
-
-def _save_streams(ctx: ObjectContext, streams: dict[str, Stream]) -> None:
-    ctx.set("orders", {order_id: s.model_dump(mode="json") for order_id, s in streams.items()})
-
-
-def _check_customer(customer_id: str, stream: Stream) -> Stream:
-    """``stream`` if its order is ``customer_id``'s (or not placed yet), else 400."""
-    if stream.order is not None and stream.order.customer_id != customer_id:
-        raise TerminalError(
-            f"data.customerId: order {stream.order.order_id} of {stream.order.customer_id!r} "
-            f"sent to the list of {customer_id!r}",
-            400,
-        )
-    return stream
-
-
-@customer_orders.handler("Apply")
-async def apply_to_customer(ctx: ObjectContext, event: Event) -> None:
-    """Apply one delivered event to the customer's list (deduplicated per order, in sequence order)."""
-    streams = await _load_streams(ctx)
-    streams[event.order_id] = _check_customer(
-        ctx.key(), advance(streams.get(event.order_id, Stream()), event)
-    )
-    _save_streams(ctx, streams)
+    return found
 
 
 @customer_orders.handler("List", kind="shared", public="read")
 async def list_orders(ctx: ObjectSharedContext) -> list[OrderSummary]:
     """The customer's orders, oldest first, from the read model only."""
-    streams = await _load_streams(ctx)
-    orders = [OrderSummary.of(s.order) for s in streams.values() if s.order is not None]
-    return sorted(orders, key=lambda o: (o.placed_at or "", o.order_id))
+    with reading(STORE, SCHEMA) as db:
+        rows = db.execute(
+            "select summary from orders where customer_id = ? order by placed_at, order_id", (ctx.key(),)
+        ).fetchall()
+    return [OrderSummary.model_validate_json(summary) for (summary,) in rows]
 
 
-@customer_orders.handler("Rebuild")
-async def rebuild_customer(ctx: ObjectContext, req: RebuildStream) -> list[OrderSummary]:
-    """Replace one order of the list with the fold of its full stream."""
-    streams = await _load_streams(ctx)
-    streams[req.order_id] = _check_customer(ctx.key(), rebuilt(req.order_id, req.events))
-    _save_streams(ctx, streams)
-    return [OrderSummary.of(s.order) for s in streams.values() if s.order is not None]
-
-
-# -- ShopAudit ---------------------------------------------------------------------------------------
+@audit.handler("Entries", kind="shared", public="read")
+async def entries(ctx: ObjectSharedContext) -> AuditTrail:
+    """The order's audit trail, oldest first (the events the read model has applied)."""
+    with reading(STORE, SCHEMA) as db:
+        row = db.execute("select version, duplicates from orders where order_id = ?", (ctx.key(),)).fetchone()
+        stream = _stream(db, ctx.key())
+    version, duplicates = (0, 0) if row is None else row
+    trail = [
+        AuditEntry(
+            sequence=e.sequence,
+            at=e.at,
+            operation=e.type,
+            actor=e.actor,
+            correlation_id=e.correlation_id,
+            detail=describe(e),
+        )
+        for e in stream
+        if e.sequence <= version
+    ]
+    return AuditTrail(order_id=ctx.key(), entries=trail, version=version, duplicates_ignored=duplicates)
 
 
 def describe(event: Event) -> str:
     """One line saying what happened, for people reading the trail.
 
-    Never fails: a projection that raised here would be retried by the engine forever.
+    Never fails: a read that raised here would hide the whole trail.
     """
     try:
         return _describe(event)
@@ -223,7 +303,7 @@ def describe(event: Event) -> str:
 
 def _describe(event: Event) -> str:
     data = event.data
-    if "reason" in data:
+    if data.get("reason"):
         return str(data["reason"])
     match event.type:
         case EventType.ORDER_PLACED:
@@ -235,78 +315,3 @@ def _describe(event: Event) -> str:
         case EventType.TRACKING_UPDATED:
             return f"{data['status']} {data.get('location', '')}".strip()
     return ", ".join(f"{k}={v}" for k, v in sorted(data.items()))
-
-
-def audited(state: AuditState, event: Event) -> AuditState:
-    """Offer ``event`` to the trail and append whatever is ready (pure)."""
-    cursor, ready = offer(state.cursor, event)
-    entries = state.entries + [
-        AuditEntry(
-            sequence=e.sequence,
-            at=e.at,
-            operation=e.type,
-            actor=e.actor,
-            correlation_id=e.correlation_id,
-            detail=describe(e),
-        )
-        for e in ready
-    ]
-    return AuditState(cursor=cursor, entries=entries)
-
-
-async def _load_audit(ctx: ObjectContext | ObjectSharedContext) -> AuditState:
-    raw = await ctx.get("audit", type_hint=dict)
-    return AuditState() if raw is None else AuditState.model_validate(raw)
-
-
-def _trail(order_id: str, state: AuditState) -> AuditTrail:
-    return AuditTrail(
-        order_id=order_id,
-        entries=state.entries,
-        version=state.cursor.version,
-        duplicates_ignored=state.cursor.duplicates,
-    )
-
-
-@audit.handler("Apply")
-async def apply_to_audit(ctx: ObjectContext, event: Event) -> None:
-    """Record one delivered event (deduplicated, in sequence order)."""
-    _check_order(ctx.key(), event)
-    ctx.set("audit", audited(await _load_audit(ctx), event).model_dump(mode="json"))
-
-
-@audit.handler("Entries", kind="shared", public="read")
-async def entries(ctx: ObjectSharedContext) -> AuditTrail:
-    """The order's audit trail, oldest first."""
-    return _trail(ctx.key(), await _load_audit(ctx))
-
-
-@audit.handler("Rebuild")
-async def rebuild_audit(ctx: ObjectContext, events: list[Event]) -> AuditTrail:
-    """Replace the trail with one entry per event of the full stream."""
-    state = AuditState()
-    for event in events:
-        _check_order(ctx.key(), event)
-        state = audited(state, event)
-    ctx.set("audit", state.model_dump(mode="json"))
-    return _trail(ctx.key(), state)
-
-
-# -- publication -------------------------------------------------------------------------------------
-
-
-def publish(ctx: Context, event: Event, customer_id: str) -> None:
-    """Send ``event`` to every subscriber: durable one-way messages, journaled, so sent exactly once."""
-    send(ctx, apply_to_view, event, key=event.order_id)
-    send(ctx, apply_to_customer, event, key=customer_id)
-    send(ctx, apply_to_audit, event, key=event.order_id)
-
-
-async def rebuild_all(ctx: Context, order_id: str, customer_id: str, events: list[Event]) -> OrderView:
-    """Rebuild every projection of this order from ``events`` and return the rebuilt summary."""
-    view = call(ctx, rebuild_view, events, key=order_id)
-    listed = call(ctx, rebuild_customer, RebuildStream(order_id=order_id, events=events), key=customer_id)
-    trail = call(ctx, rebuild_audit, events, key=order_id)
-    await listed
-    await trail
-    return await view

@@ -149,10 +149,11 @@ class Order:
 
 @dataclass(frozen=True)
 class Stock:
-    """One SKU's stock level after the run, and the units each order holds (``ShopStock/{sku}``)."""
+    """One SKU's stock level after the run, and the units each order holds (``ShopInventory``'s store)."""
 
     sku: str
     initial: int
+    """Starting stock plus restocks."""
     available: int
     reserved: int
     holds: Mapping[str, int] = field(default_factory=dict)

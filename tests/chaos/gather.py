@@ -7,7 +7,8 @@ It needs three things from the stack, all on loopback (:class:`Stack`):
   ``ShopOrder/{id}/Events`` (folded with the shop's own :func:`services.shop.events.fold`), and each
   invocation's own result (``/restate/invocation/…/{key}/output``);
 - the **admin API**: the state of private objects no client may read (``FlightInventory``,
-  ``HotelInventory``, ``ShopStock``), read with SQL on the engine's ``state`` table, and the invocations
+  ``HotelInventory``) read with SQL on the engine's ``state`` table, and the shop's stock from its own
+  SQL store (``<data>/shop/inventory.db``), and the invocations
   left backing off or paused (:func:`podium.testing.stuck_invocations`). SQL reaches any engine, where
   the harness's door for private handlers (``call_private``) exists only on the harness's own engines;
 - the **providers' folder** (``<data dir>/providers``): the simulated card gateway's and mail provider's
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,10 +126,26 @@ def _inventories(stack: Stack) -> dict[str, dict[str, Hold]]:
     return found
 
 
+def _inventory_db(stack: Stack) -> Path:
+    """The shop inventory's SQL store of the stack (``services.shop.db``: ``<data>/shop/inventory.db``)."""
+    return stack.providers_dir.parent / "shop" / "inventory.db"
+
+
+def _inventory_rows(stack: Stack, query: str) -> list[tuple[Any, ...]]:
+    path = _inventory_db(stack)
+    if not path.exists():
+        return []
+    db = sqlite3.connect(path, timeout=30)
+    try:
+        return db.execute(query).fetchall()
+    finally:
+        db.close()
+
+
 def _stock_holds(stack: Stack) -> dict[str, dict[str, int]]:
     found: dict[str, dict[str, int]] = {}
-    for row in _state(stack, "ShopStock", "key LIKE 'hold:%'"):
-        found.setdefault(row["service_key"], {})[row["key"].removeprefix("hold:")] = int(row["value_utf8"])
+    for order_id, sku, quantity in _inventory_rows(stack, "SELECT order_id, sku, quantity FROM holds"):
+        found.setdefault(sku, {})[order_id] = int(quantity)
     return found
 
 
@@ -220,21 +238,18 @@ def _capacity(resource: str) -> int:
 
 def _stocks(stack: Stack, before: dict[str, dict[str, int]]) -> list[Stock]:
     holds = _stock_holds(stack)
-    stocks = []
-    for row in _state(stack, "ShopStock", "key = 'level'"):
-        level = json.loads(row["value_utf8"])
-        sku = row["service_key"]
-        stocks.append(
-            Stock(
-                sku=sku,
-                initial=level["initial"],
-                available=level["available"],
-                reserved=level["reserved"],
-                holds=holds.get(sku, {}),
-                holds_before=before.get(sku, {}),
-            )
+    query = "SELECT sku, initial + restocked, available, reserved FROM levels"
+    return [
+        Stock(
+            sku=sku,
+            initial=initial,
+            available=available,
+            reserved=reserved,
+            holds=holds.get(sku, {}),
+            holds_before=before.get(sku, {}),
         )
-    return stocks
+        for sku, initial, available, reserved in _inventory_rows(stack, query)
+    ]
 
 
 def effects(providers_dir: Path) -> list[Effect]:

@@ -1,7 +1,8 @@
 """``kill -9`` under load, against the whole stack as ``podium up`` runs it, its supervisor included.
 
-``podium up`` starts the engine, four deployments (``common``, ``travel``, ``banking``, ``shop``; the
-last three with two granian workers each) and the gateway, on free ports, with a data directory of the
+``podium up`` starts the engine, seven deployments (``common``, ``travel``, ``banking``, and the shop's
+four: ``shop``, ``shop-inventory``, ``shop-shipping``, ``shop-notify``; travel, banking and shop with two
+granian workers each) and the gateway, on free ports, with a data directory of the
 test's own. Mixed load (bank transfers, trip bookings, shop orders, 3:2:1; :class:`tests.chaos.load.Load`)
 goes through the gateway with a token, :data:`RATE` requests a second for :data:`LOAD`, on a schedule
 (an open loop, from a thread). Meanwhile the test kills with SIGKILL, at moments drawn at random,
@@ -51,6 +52,7 @@ from tests.chaos.checker import FINAL, Facts, check_all, figures
 from tests.chaos.gather import Stack, gather, snapshot, wait_until_ended
 from tests.chaos.load import Load, Request
 from tests.integration.stack import Up, alive, children
+from tests.systems.deployments import podium_config
 
 pytestmark = pytest.mark.engine
 
@@ -73,8 +75,18 @@ worker kill into a deployment kill."""
 ACCOUNTS = 32
 """Bank accounts the transfers move money between: enough that few trip the fraud check's velocity rule
 (more than 30 transfers out of one account within a minute), so most transfers complete."""
-WORKERS = {"common": 1, "travel": 2, "banking": 2, "shop": 2}
-"""The deployments the load needs, with their granian workers; those with two have workers to kill."""
+WORKERS = {
+    "common": 1,
+    "travel": 2,
+    "banking": 2,
+    "shop": 2,
+    "shop-inventory": 1,
+    "shop-shipping": 1,
+    "shop-notify": 1,
+}
+"""The deployments the load needs (their apps as the project's ``[tool.podium]`` names them), with their
+granian workers; those with two have workers to kill."""
+APPS = {d["name"]: d["app"] for d in podium_config()["deployments"]}
 SCOPES = (
     "banking:operator",
     "banking:write",
@@ -103,8 +115,7 @@ class KillsUp(Up):
     def __init__(self, tmp: Path) -> None:
         super().__init__(tmp)
         entries = "".join(
-            f'  {{ name = "{name}", app = "services.{name}.app:app", port = {free_port()}, '
-            f"workers = {workers} }},\n"
+            f'  {{ name = "{name}", app = "{APPS[name]}", port = {free_port()}, workers = {workers} }},\n'
             for name, workers in WORKERS.items()
         )
         self.config.write_text(f"[tool.podium]\ndeployments = [\n{entries}]\n")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import podium
 from podium.gateway import load_edge_routes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -15,20 +16,22 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass(frozen=True)
 class System:
+    """One system: the deployments of one app module (the shop has several), and its README."""
+
     name: str
-    app: str
+    module: str
+    """The module whose ``SERVICES`` are the system's services (``services.shop.app``)."""
 
     @property
     def readme(self) -> Path:
         return ROOT / "services" / self.name / "README.md"
 
     def services(self) -> list[Any]:
-        module = importlib.import_module(self.app.partition(":")[0])
-        return list(module.SERVICES)
+        return list(importlib.import_module(self.module).SERVICES)
 
     def app_object(self) -> Any:
-        module_name, _, attribute = self.app.partition(":")
-        return getattr(importlib.import_module(module_name), attribute)
+        """Every service of the system in one app (its deployments together)."""
+        return podium.app(services=self.services())
 
 
 def podium_config() -> dict[str, Any]:
@@ -37,7 +40,12 @@ def podium_config() -> dict[str, Any]:
 
 
 def systems() -> list[System]:
-    return [System(d["name"], d["app"]) for d in podium_config()["deployments"]]
+    """One per app module of ``[tool.podium] deployments``, named by its folder under ``services/``."""
+    found: dict[str, System] = {}
+    for deployment in podium_config()["deployments"]:
+        module = deployment["app"].partition(":")[0]
+        found.setdefault(module, System(module.split(".")[1], module))
+    return list(found.values())
 
 
 def edge_api(services: list[Any]) -> set[tuple[str, str, str]]:

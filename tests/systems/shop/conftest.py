@@ -8,7 +8,7 @@ import pytest
 
 import podium
 from podium import SUBJECT_HEADER
-from podium.testing import PodiumEnv, new_key, stuck_invocations
+from podium.testing import PodiumEnv, assert_eventually, new_key, stuck_invocations
 from services.common.app import SERVICES as COMMON_SERVICES
 from services.shop.app import SERVICES as SHOP_SERVICES
 
@@ -62,10 +62,17 @@ def events(env: PodiumEnv, order_id: str) -> list[dict[str, Any]]:
     return found
 
 
+def recorded(env: PodiumEnv, order_id: str, count: int) -> list[dict[str, Any]]:
+    """The order's stream once it holds ``count`` events (a carrier's webhook tells the order one-way)."""
+    return assert_eventually(
+        lambda: s if len(s := events(env, order_id)) >= count else [], message=f"{count} events of {order_id}"
+    )
+
+
 def stock(env: PodiumEnv, sku: str) -> dict[str, Any]:
-    """Stock level of one SKU (a private handler: read from inside the engine)."""
-    level: dict[str, Any] = env.call_private(f"/ShopStock/{sku}/Get")
-    return level
+    """Stock level of one SKU (``ShopInventory/Levels``, the inventory's projection of its events)."""
+    levels: list[dict[str, Any]] = env.call("/ShopInventory/Levels", {"skus": [sku]})
+    return levels[0]
 
 
 def stuck(env: PodiumEnv, key: str) -> list[dict[str, Any]]:
