@@ -9,9 +9,10 @@ it, so an order's notifications cost one invocation per published batch and read
   it (the verified subject, :func:`podium.caller`) and when (the engine's clock): ``PreferencesHistory``.
 - **Subscriber** (``Notify``; private): the order aggregate publishes its events here (registered in
   :mod:`services.shop.subscriptions`), one :class:`~services.shop.events.Published` batch per command.
-  Each order's stream has its own position in this object (``position:<orderId>``, a
-  :class:`~services.shop.events.Cursor`): a redelivered event is ignored, one that arrives early waits for
-  the gap, and events are handled in sequence order. The types of :data:`NOTIFIED` each send one message
+  Each order has one key in this object (``order:<orderId>``): its position in the order's stream (a
+  :class:`~services.shop.events.Cursor`) and its outcomes, read and written once per batch. A
+  redelivered event is ignored, one that arrives early waits for the gap, and events are handled in
+  sequence order. The types of :data:`NOTIFIED` each send one message
   per channel the customer chose, rendered from a Jinja2 template (:func:`render`), with the message id
   ``<orderId>-<kind>-<channel>``, which is also the provider's idempotency key: a message is sent once,
   whatever is redelivered or retried.
@@ -28,6 +29,7 @@ it: a customer's messages stay in order, and no other customer waits.
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
@@ -40,9 +42,12 @@ from restate import ObjectContext, ObjectSharedContext, RestateDurableFuture, Ru
 from podium import InvalidInput, Model, TerminalError, VirtualObject, caller
 from services.common.notifications import REFUSED, SETTINGS, send_message
 from services.common.providers import MailProvider
+from services.shop import settings
 from services.shop.events import Cursor, Event, EventType, OrderState, Published, iso, offer
 
-customers = VirtualObject("ShopCustomer", system="shop")
+customers = VirtualObject(
+    "ShopCustomer", system="shop", journal_retention=settings.SETTINGS.participant_retention
+)
 
 Channel = Literal["email", "sms", "push"]
 Kind = Literal["confirmed", "cancelled", "delivered"]
@@ -128,7 +133,8 @@ class NotificationOutcome(Model):
     detail: str = ""
     """The provider's message id when it was sent; why not, otherwise."""
     at: str
-    """When it was handled (engine clock, ISO 8601 UTC)."""
+    """When the provider answered (ISO 8601 UTC, journaled with the answer); for a message that was never
+    sent, when its event was recorded."""
 
 
 class NotificationsQuery(Model):
@@ -170,10 +176,15 @@ class NotifyReport(Model):
     skipped: list[Skipped]
 
 
-class _Sent(Model):
-    """State ``notifications:<orderId>``: the outcomes so far."""
+class _OrderRecord(Model):
+    """State ``order:<orderId>``: everything this customer's object keeps about one order, in one key."""
 
+    cursor: Cursor = Cursor()
+    """How far the order's stream was handled, and what arrived early."""
+    early: OrderState | None = None
+    """The order as of the newest early batch, kept only while some of its events wait."""
     notifications: list[NotificationOutcome] = []
+    """The outcome of every message about the order so far, oldest first."""
 
 
 class Rendered(Model):
@@ -264,7 +275,8 @@ async def preferences_history(ctx: ObjectSharedContext) -> PreferencesHistory:
 async def notify(ctx: ObjectContext, batch: Published) -> NotifyReport:
     """Tell the customer what the batch's events mean to them, once per event, in sequence order."""
     order_id = _order_of(batch, ctx.key())
-    cursor = await ctx.get(f"position:{order_id}", type_hint=Cursor) or Cursor()
+    record = await ctx.get(f"order:{order_id}", type_hint=_OrderRecord) or _OrderRecord()
+    cursor = record.cursor
     ready: list[Event] = []
     skipped: list[Skipped] = []
     for event in sorted(batch.events, key=lambda e: e.sequence):
@@ -275,7 +287,7 @@ async def notify(ctx: ObjectContext, batch: Published) -> NotifyReport:
         elif not released:
             skipped.append(Skipped(sequence=event.sequence, type=event.type, why="early"))
         ready.extend(released)
-    order = await _newest_order(ctx, order_id, batch.order, waiting=bool(cursor.pending))
+    order = _newest_order(record, batch.order, waiting=bool(cursor.pending))
 
     skipped.extend(
         Skipped(sequence=e.sequence, type=e.type, why="not notified") for e in ready if e.type not in KINDS
@@ -283,28 +295,24 @@ async def notify(ctx: ObjectContext, batch: Published) -> NotifyReport:
     sent: list[NotificationOutcome] = []
     if notified := [e for e in ready if e.type in KINDS]:
         prefs = await ctx.get("preferences", type_hint=Preferences) or Preferences()
-        at = iso(await ctx.time())
         for event in notified:
             # One event's channels at once; the next event's after them, so messages go out in order.
-            sent.extend(await _send_all(ctx, KINDS[event.type], order, prefs, at))
+            sent.extend(await _send_all(ctx, KINDS[event.type], order, prefs, event.at))
 
-    ctx.set(f"position:{order_id}", cursor)
-    if sent:
-        record = await ctx.get(f"notifications:{order_id}", type_hint=_Sent) or _Sent()
-        record.notifications.extend(sent)
-        ctx.set(f"notifications:{order_id}", record)
+    record.cursor = cursor
+    record.notifications.extend(sent)
+    ctx.set(f"order:{order_id}", record)
     return NotifyReport(order_id=order_id, version=cursor.version, sent=sent, skipped=skipped)
 
 
 @customers.handler("Notifications", kind="shared", public="read")
 async def notifications(ctx: ObjectSharedContext, query: NotificationsQuery) -> OrderNotifications:
     """The outcome of every notification of one order sent to this customer, oldest first."""
-    cursor = await ctx.get(f"position:{query.order_id}", type_hint=Cursor) or Cursor()
-    record = await ctx.get(f"notifications:{query.order_id}", type_hint=_Sent) or _Sent()
+    record = await ctx.get(f"order:{query.order_id}", type_hint=_OrderRecord) or _OrderRecord()
     return OrderNotifications(
         order_id=query.order_id,
-        version=cursor.version,
-        pending=sorted(cursor.pending),
+        version=record.cursor.version,
+        pending=sorted(record.cursor.pending),
         notifications=record.notifications,
     )
 
@@ -321,18 +329,15 @@ def _order_of(batch: Published, customer_id: str) -> str:
     return order_ids.pop()
 
 
-async def _newest_order(ctx: ObjectContext, order_id: str, seen: OrderState, *, waiting: bool) -> OrderState:
+def _newest_order(record: _OrderRecord, seen: OrderState, *, waiting: bool) -> OrderState:
     """The newest state of the order known here: this batch's, or an early batch's still waiting.
 
     Events released from waiting are newer than this batch's state, so they are told with the early
     batch's state (the order after them), which is kept only while some event waits.
     """
-    early = await ctx.get(f"early:{order_id}", type_hint=OrderState)
+    early = record.early
     newest = early if early is not None and early.version > seen.version else seen
-    if waiting:
-        ctx.set(f"early:{order_id}", newest)
-    elif early is not None:
-        ctx.clear(f"early:{order_id}")
+    record.early = newest if waiting else None
     return newest
 
 
@@ -384,13 +389,15 @@ async def _send_all(
         try:
             answer = await run
         except TerminalError as exc:  # the provider kept failing for every attempt the run had
+            answer = {}
             status, detail = DeliveryStatus.FAILED, exc.message
         else:
             if answer["status"] == REFUSED:
                 status, detail = DeliveryStatus.UNDELIVERABLE, str(answer["detail"])
             else:
                 status, detail = DeliveryStatus(answer["status"]), str(answer["messageId"])
-        outcomes[message.channel] = message.outcome(order.order_id, status, detail, at)
+        answered = str(answer["at"]) if "at" in answer else at
+        outcomes[message.channel] = message.outcome(order.order_id, status, detail, answered)
     return [outcomes[channel] for channel in prefs.channels]
 
 
@@ -398,7 +405,7 @@ def _start(ctx: ObjectContext, message: _Message, rendered: Rendered) -> Restate
     """The ``ctx.run`` that sends ``message`` through its channel's breaker, started, not awaited."""
     return ctx.run_typed(
         f"send {message.message_id}",
-        send_message,
+        _send_stamped,
         SEND,
         MailProvider(),
         message.message_id,
@@ -407,6 +414,14 @@ def _start(ctx: ObjectContext, message: _Message, rendered: Rendered) -> Restate
         subject=rendered.subject,
         body=rendered.body,
     )
+
+
+def _send_stamped(
+    mail: MailProvider, message_id: str, *, channel: str, to: str, subject: str, body: str
+) -> dict[str, Any]:
+    """:func:`send_message`, with the time of the answer (journaled with it: no clock entry of its own)."""
+    answer = send_message(mail, message_id, channel=channel, to=to, subject=subject, body=body)
+    return {**answer, "at": iso(time.time())}
 
 
 def _address(channel: Channel, order: OrderState, prefs: Preferences) -> str:

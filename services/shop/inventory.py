@@ -59,10 +59,11 @@ from restate import Context, RunOptions
 
 from podium import Model, Service, TerminalError, caller, send
 from services.common.notifications import EmailRequest, send_email
+from services.shop import settings
 from services.shop.db import reading, transaction
 from services.shop.events import iso
 
-inventory = Service("ShopInventory", system="shop")
+inventory = Service("ShopInventory", system="shop", journal_retention=settings.SETTINGS.participant_retention)
 
 STORE = "inventory"
 """The store's name (:func:`services.shop.db.store_path` gives its file)."""

@@ -1,10 +1,11 @@
 """``ShopOrder``: the event-sourced order aggregate, one virtual object per order id.
 
-**The stream.** The object's state is its events, one key per event (``event:<n>``) and ``version``, the
-last sequence number: appending writes one key, never the whole stream. Every :data:`SNAPSHOT_EVERY`
-events the folded state is written beside them (``snapshot``), so a command loads the last snapshot and
-folds only the events after it; :func:`~services.shop.events.fold` is the one fold, and replaying the
-snapshot's tail gives the state the full replay gives (tested).
+**The stream.** The object's state is its events, one key per event (``event:<n>``): appending writes one
+key, never the whole stream, and the stream's length is read from the keys themselves (one listing of
+the object's keys, no counter to write beside every event). Every :data:`SNAPSHOT_EVERY` events the
+folded state is written beside them (``snapshot``), so a command loads the last snapshot and folds only
+the events after it; :func:`~services.shop.events.fold` is the one fold, and replaying the snapshot's
+tail gives the state the full replay gives (tested).
 
 **Commands** are exclusive handlers, so appends to one order are serialised and sequence numbers have no
 gaps. The checkout (``Place``), ``Cancel`` and ``Refund`` are in :mod:`services.shop.checkout`; here are
@@ -14,19 +15,22 @@ naming the actor they verified; idempotent by ``eventId``), the reads ``GetStatu
 the stream).
 
 **Publication.** Each command publishes what it appended once, when it ends (:meth:`Order.publish`), to
-every subscriber of :data:`~services.shop.subscriptions.SUBSCRIPTIONS` whose event types it contains:
-one durable one-way message per subscriber. The aggregate keeps each subscriber's position
-(``sent:<name>``): a batch holds every event since that subscriber's previous batch, so each subscriber
-sees its orders' streams whole and in order, and deduplicates by sequence number.
+every subscriber of :data:`~services.shop.subscriptions.SUBSCRIPTIONS` whose event types it contains: one
+durable one-way message per subscriber. The aggregate keeps each subscriber's position (the key ``sent``,
+one entry per subscriber, read only by orders that have published before): a batch holds every event since
+that subscriber's previous batch, so each subscriber sees its orders' streams whole and in order, and
+deduplicates by sequence number.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from restate import ObjectContext, ObjectSharedContext
 
 from podium import SagaLog, TerminalError, VirtualObject, call, read_saga_log, send
+from services.shop import settings
 from services.shop.events import (
     FINISHED,
     PROGRESS,
@@ -43,7 +47,12 @@ from services.shop.models import LiveStatus, RecordEvent
 from services.shop.projections import OrderView, rebuild
 from services.shop.subscriptions import SUBSCRIPTIONS
 
-orders = VirtualObject("ShopOrder", system="shop")
+orders = VirtualObject(
+    "ShopOrder",
+    system="shop",
+    journal_retention=settings.SETTINGS.order_retention,
+    idempotency_retention=settings.SETTINGS.order_retention,
+)
 
 SAGA = "checkout"
 """The checkout saga's name (its log is kept in the order's state)."""
@@ -58,15 +67,34 @@ SNAPSHOT_EVERY = 8
 
 async def load_state(ctx: ObjectContext | ObjectSharedContext) -> OrderState:
     """The order as of its last event: the last snapshot, and the events after it folded onto it."""
-    snapshot = await ctx.get("snapshot", type_hint=dict)
-    state = OrderState() if snapshot is None else OrderState.model_validate(snapshot)
-    version = await ctx.get("version", type_hint=int) or 0
-    return fold(await _events(ctx, state.version + 1, version), state)
+    return (await _Stream.load(ctx)).state
 
 
 async def load_events(ctx: ObjectContext | ObjectSharedContext) -> list[Event]:
     """The whole stream, oldest first (empty for an order never placed)."""
-    return await _events(ctx, 1, await ctx.get("version", type_hint=int) or 0)
+    keys = await ctx.state_keys()
+    return await _events(ctx, 1, _length(keys))
+
+
+class _Stream:
+    """What a command reads first: the order's keys (they give the stream's length) and its state."""
+
+    def __init__(self, keys: set[str], state: OrderState) -> None:
+        self.keys = keys
+        self.state = state
+
+    @classmethod
+    async def load(cls, ctx: ObjectContext | ObjectSharedContext) -> _Stream:
+        keys = set(await ctx.state_keys())
+        state = OrderState()
+        if "snapshot" in keys:
+            state = OrderState.model_validate(await ctx.get("snapshot", type_hint=dict))
+        return cls(keys, fold(await _events(ctx, state.version + 1, _length(keys)), state))
+
+
+def _length(keys: Iterable[str]) -> int:
+    """The last sequence number among the state's keys (0 for an order never placed)."""
+    return max((int(key[6:]) for key in keys if key.startswith("event:")), default=0)
 
 
 async def _events(ctx: ObjectContext | ObjectSharedContext, first: int, last: int) -> list[Event]:
@@ -82,15 +110,17 @@ async def _events(ctx: ObjectContext | ObjectSharedContext, first: int, last: in
 class Order:
     """One command's view of the aggregate: the state, and the events this command appended."""
 
-    def __init__(self, ctx: ObjectContext, state: OrderState) -> None:
+    def __init__(self, ctx: ObjectContext, state: OrderState, *, published: bool = False) -> None:
         self.ctx = ctx
         self.state = state
         self.appended: list[Event] = []
+        self._published = published
 
     @classmethod
     async def load(cls, ctx: ObjectContext) -> Order:
         """The order as stored."""
-        return cls(ctx, await load_state(ctx))
+        stream = await _Stream.load(ctx)
+        return cls(ctx, stream.state, published="sent" in stream.keys)
 
     async def append(
         self, event_type: EventType, data: dict[str, Any], *, actor: str = ACTOR, event_id: str | None = None
@@ -113,7 +143,6 @@ class Order:
         """Write a ready event to the stream (and a snapshot when one is due)."""
         self.state = apply(self.state, event)
         self.ctx.set(f"event:{event.sequence}", event.model_dump(mode="json"))
-        self.ctx.set("version", event.sequence)
         if event.sequence % SNAPSHOT_EVERY == 0:
             self.ctx.set("snapshot", self.state.model_dump(mode="json"))
         self.appended.append(event)
@@ -123,9 +152,13 @@ class Order:
         """Send what this command appended to each subscriber of its types, with what it missed before."""
         if not self.appended:
             return
+        # An order that never published has sent nothing to anyone: no need to read the positions.
+        positions: dict[str, int] = (
+            (await self.ctx.get("sent", type_hint=dict) or {}) if self._published else {}
+        )
+        first_new = self.appended[0].sequence
         for subscription in SUBSCRIPTIONS:
-            position = await self.ctx.get(f"sent:{subscription.name}", type_hint=int) or 0
-            first_new = self.appended[0].sequence
+            position = positions.get(subscription.name, 0)
             # The events this command appended are at hand; only older ones a subscriber missed are read.
             missed = await _events(self.ctx, position + 1, first_new - 1) if position + 1 < first_new else []
             batch = (
@@ -141,7 +174,10 @@ class Order:
                 Published(events=batch, order=self.state),
                 key=subscription.key(self.state),
             )
-            self.ctx.set(f"sent:{subscription.name}", self.state.version)
+            positions[subscription.name] = self.state.version
+            self._published = True
+        if self._published:
+            self.ctx.set("sent", positions)
 
 
 # -- handlers ----------------------------------------------------------------------------------------------

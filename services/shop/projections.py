@@ -36,11 +36,14 @@ from pydantic import Field
 from restate import Context, ObjectSharedContext
 
 from podium import Model, Service, TerminalError, VirtualObject
+from services.shop import settings
 from services.shop.db import reading, transaction
 from services.shop.events import Event, EventType, IllegalTransition, Published, fold
 from services.shop.models import OrderSummary
 
-read_models = Service("ShopReadModels", system="shop")
+read_models = Service(
+    "ShopReadModels", system="shop", journal_retention=settings.SETTINGS.participant_retention
+)
 order_view = VirtualObject("ShopOrderView", system="shop")
 customer_orders = VirtualObject("ShopCustomerOrders", system="shop")
 audit = VirtualObject("ShopAudit", system="shop")

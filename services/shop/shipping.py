@@ -77,6 +77,7 @@ from restate import ObjectContext, ObjectSharedContext, RunOptions
 from podium import Deadline, Model, TerminalError, VirtualObject, caller, send
 from services.common.circuits import BreakerSettings, CircuitOpen, ProviderCircuits, guarded
 from services.common.providers import CarrierProvider, ProviderError, ProviderTimeout
+from services.shop import settings
 from services.shop.events import EventType
 from services.shop.models import Address, RecordEvent
 from services.shop.order import record
@@ -111,7 +112,9 @@ UNITS_PER_PARCEL = 10
 STRAY_ATTEMPTS = 10
 """How many times ``VoidStray`` tries to void a label a carrier may have made without answering."""
 
-shipping = VirtualObject("ShopShipping", system="shop")
+shipping = VirtualObject(
+    "ShopShipping", system="shop", journal_retention=settings.SETTINGS.participant_retention
+)
 
 
 def _carriers() -> CarrierProvider:

@@ -23,7 +23,7 @@ class Subscription:
     """One subscriber of the order's events."""
 
     name: str
-    """Names the subscriber's position in each order (``sent:<name>``): never rename a live one."""
+    """Names the subscriber's position in each order (in its ``sent`` key): never rename a live one."""
     handler: Any
     """The handler that takes a :class:`~services.shop.events.Published` batch."""
     types: frozenset[EventType]
