@@ -26,6 +26,9 @@ What is true, and where the truth comes from (each system's README and models):
   per payment id and one message per message id; refunds never exceed the charge; a confirmed trip or a
   completed order was charged its price once and not refunded; a failed trip or a cancelled order kept no
   money (charges minus refunds is 0).
+- **read models** (:func:`check_read_models`, shop): every order of the run that ended is in its order
+  view with the event store's version and status, has one audit entry per event, and is in its
+  customer's order list.
 - **nothing stuck** (:func:`check_stuck`): no invocation left backing off or paused.
 """
 
@@ -145,6 +148,23 @@ class Order:
     """Units per SKU."""
     total: int = 0
     """Cents."""
+    version: int = 0
+    """Events in its stream (the event store)."""
+    view: ReadModels | None = None
+    """What the read models say of it; None when they know nothing of it."""
+
+
+@dataclass(frozen=True)
+class ReadModels:
+    """One order as the read side shows it (``ShopOrderView``, ``ShopAudit``, ``ShopCustomerOrders``)."""
+
+    version: int
+    """The last event the order view applied."""
+    status: str
+    audited: int
+    """Entries in the order's audit trail."""
+    listed: bool
+    """It is in its customer's order list, with the view's version."""
 
 
 @dataclass(frozen=True)
@@ -389,6 +409,28 @@ def check_stock(orders: Iterable[Order], stocks: Iterable[Stock]) -> list[str]:
     return violations
 
 
+def check_read_models(orders: Iterable[Order]) -> list[str]:
+    """The read side agrees with the event store on every order that ended."""
+    violations = []
+    for order in orders:
+        if order.status not in FINAL["order"]:
+            continue
+        view = order.view
+        if view is None:
+            violations.append(f"order {order.id} is {order.status} and missing from the read models")
+            continue
+        if (view.version, view.status) != (order.version, order.status):
+            violations.append(
+                f"order {order.id}: the view shows version {view.version} {view.status}, "
+                f"the event store {order.version} {order.status}"
+            )
+        if view.audited != order.version:
+            violations.append(f"order {order.id}: {view.audited} audit entries for {order.version} events")
+        if not view.listed:
+            violations.append(f"order {order.id} is missing from its customer's order list")
+    return violations
+
+
 def check_effects(
     effects: Iterable[Effect], trips: Iterable[Trip] = (), orders: Iterable[Order] = ()
 ) -> list[str]:
@@ -464,6 +506,7 @@ def check_all(facts: Facts) -> list[str]:
         *check_money(facts.accounts, facts.transfers),
         *check_trips(facts.trips, facts.inventories),
         *check_stock(facts.orders, facts.stocks),
+        *check_read_models(facts.orders),
         *check_effects(facts.effects, facts.trips, facts.orders),
         *check_stuck(facts.stuck),
     ]

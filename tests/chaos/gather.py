@@ -32,6 +32,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import sqlite3
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,7 @@ from tests.chaos.checker import (
     Inventory,
     Movement,
     Order,
+    ReadModels,
     Sent,
     Stock,
     Stuck,
@@ -228,7 +230,37 @@ def _order(stack: Stack, order_id: str) -> Order:
     if not events:
         return Order(order_id, None)
     state = fold(events)
-    return Order(order_id, str(state.status), dict(state.lines), cents(state.total))
+    view = _read_models(stack, order_id, state.customer_id, state.version)
+    return Order(order_id, str(state.status), dict(state.lines), cents(state.total), state.version, view)
+
+
+READ_SIDE_WAIT = 30.0
+"""Seconds the read side gets to catch up with an order's last event (its messages follow the order)."""
+
+
+def _read_models(stack: Stack, order_id: str, customer_id: str, version: int) -> ReadModels | None:
+    """The order as the read models show it, once they reached ``version`` or the wait ran out."""
+    deadline = time.monotonic() + READ_SIDE_WAIT
+    while True:
+        response = stack.post(f"/ShopOrderView/{order_id}/Get")
+        view = response.json() if response.status_code == 200 else None
+        if response.status_code not in (200, 404):
+            response.raise_for_status()
+        if (view is not None and view["version"] >= version) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    if view is None:
+        return None
+    trail = stack.post(f"/ShopAudit/{order_id}/Entries")
+    trail.raise_for_status()
+    listed = stack.post(f"/ShopCustomerOrders/{customer_id}/List")
+    listed.raise_for_status()
+    return ReadModels(
+        version=view["version"],
+        status=view["status"],
+        audited=len(trail.json()["entries"]),
+        listed=any(o["orderId"] == order_id and o["version"] == view["version"] for o in listed.json()),
+    )
 
 
 def _capacity(resource: str) -> int:

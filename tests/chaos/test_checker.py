@@ -18,6 +18,7 @@ from tests.chaos.checker import (
     Inventory,
     Movement,
     Order,
+    ReadModels,
     Sent,
     Stock,
     Stuck,
@@ -78,8 +79,12 @@ def clean_run() -> Facts:
         ),
         inventories=(flight, hotel),
         orders=(
-            Order("order-1", "completed", {"WIDGET": 2}, total=2_000),
-            Order("order-2", "cancelled", {"WIDGET": 1}, total=1_000),
+            Order(
+                "order-1", "completed", {"WIDGET": 2}, 2_000, 5, ReadModels(5, "completed", 5, listed=True)
+            ),
+            Order(
+                "order-2", "cancelled", {"WIDGET": 1}, 1_000, 6, ReadModels(6, "cancelled", 6, listed=True)
+            ),
         ),
         stocks=(Stock("WIDGET", initial=10, available=8, reserved=2, holds={"order-1": 2}),),
         effects=(
@@ -186,6 +191,17 @@ def mutate(name: str) -> Facts:
             return replace(run, stocks=(replace(stock, available=10, reserved=0, holds={}),))
         case "cancelled order kept the money":
             return replace(run, orders=(order_1, replace(order_2, status="completed")))
+        case "order missing from the read models":
+            return replace(run, orders=(replace(order_1, view=None), order_2))
+        case "view behind the event store":
+            behind = ReadModels(4, "shipped", 4, listed=True)
+            return replace(run, orders=(replace(order_1, view=behind), order_2))
+        case "audit trail short":
+            short = ReadModels(6, "cancelled", 5, listed=True)
+            return replace(run, orders=(order_1, replace(order_2, view=short)))
+        case "not in the customer's list":
+            unlisted = ReadModels(5, "completed", 5, listed=False)
+            return replace(run, orders=(replace(order_1, view=unlisted), order_2))
         case "stuck invocation":
             stuck = Stuck("inv_1", "PaymentService/p-1/Charge", "paused", "[503] provider down\nat ...")
             return replace(run, stuck=(stuck,))
@@ -211,6 +227,11 @@ BROKEN = {
     "completed order holds nothing": "order order-1 is completed with 2 of WIDGET, stock holds 0",
     "cancelled order kept the money": "order order-2 is completed: expected one charge of 1000 cents on "
     "order-2-payment, found 1 charge(s), 1000 cents refunded, 0 kept",
+    "order missing from the read models": "order order-1 is completed and missing from the read models",
+    "view behind the event store": "order order-1: the view shows version 4 shipped, the event store 5 "
+    "completed",
+    "audit trail short": "order order-2: 5 audit entries for 6 events",
+    "not in the customer's list": "order order-1 is missing from its customer's order list",
     "stuck invocation": "invocation inv_1 (PaymentService/p-1/Charge) left paused: [503] provider down",
 }
 
