@@ -34,7 +34,7 @@ from restate import Context, ObjectContext, ObjectSharedContext
 import podium
 import podium.gateway
 from podium import IngressClient, IngressError, Model, Service, VirtualObject, call, caller
-from podium.gateway import Claims, EdgeRoute
+from podium.gateway import Claims, EdgeRoute, ServiceLimit
 from podium.runtime import free_port
 from podium.testing import (
     GatewayEnv,
@@ -147,10 +147,10 @@ def post(gateway: GatewayEnv | str, body: Any, *, token: str | None = None, **kw
     return httpx.post(f"{gateway.url}/GatewayLab/Sleep", json=body, headers=headers, timeout=30, **kwargs)
 
 
-def stats(gateway: GatewayEnv) -> dict[str, int]:
+def stats(gateway: GatewayEnv) -> dict[str, Any]:
     response = httpx.get(f"{gateway.url}/podium/gateway/stats", headers=bearer(gateway.token("podium:read")))
     assert response.status_code == 200, response.text
-    answer: dict[str, int] = response.json()
+    answer: dict[str, Any] = response.json()
     return answer
 
 
@@ -208,6 +208,7 @@ def test_the_public_api_is_pinned() -> None:
             "Gateway",
             "GatewayStats",
             "RouteTable",
+            "ServiceLimit",
             "TokenError",
             "TokenIssuer",
             "TokenVerifier",
@@ -496,6 +497,7 @@ def test_health_is_open_and_stats_need_a_scope(gateways: Callable[..., GatewayEn
         "upstreamErrors": 0,
         "abandoned": 0,
         "refused": 2,
+        "services": {},
     }
     wrong = httpx.post(f"{gateway.url}/podium/gateway/stats", headers=bearer(gateway.token("*:*")))
     assert wrong.status_code == 405
@@ -709,6 +711,41 @@ def test_the_excess_is_refused_at_once_and_never_reaches_the_engine(
         "inFlight": 0,
     }
     assert (counters["maxInFlight"], counters["maxQueue"], counters["queued"]) == (2, 0, 0)
+
+
+def test_a_service_with_slots_of_its_own_is_refused_alone_and_never_takes_the_shared_ones(
+    podium_env: PodiumEnv, gateways: Callable[..., GatewayEnv]
+) -> None:
+    gateway = gateways(max_in_flight=1, service_limits={"GatewayLab": ServiceLimit(max_in_flight=2)})
+    keys = [new_key() for _ in range(3)]
+    with ThreadPoolExecutor(2) as pool:
+        slow = [pool.submit(post, gateway, nap(k, 2_000)) for k in keys[:2]]
+        assert_eventually(lambda: stats(gateway)["inFlight"] == 2, message="two naps in flight")
+        counters = stats(gateway)
+        refused = post(gateway, nap(keys[2], 0))
+        # The shared slot is free: another service is served while GatewayLab's own slots are full.
+        other = new_key()
+        hit = httpx.post(
+            f"{gateway.url}/GatewayCounter/{other}/Hit", headers=bearer(gateway.token(WRITE)), timeout=30
+        )
+        assert [f.result().status_code for f in slow] == [200, 200]  # two at once: more than 1 shared
+    assert refused.status_code == 503
+    assert refused.json()["message"].startswith("overloaded: all 2 slots of GatewayLab are in use")
+    assert (refused.json()["inFlight"], refused.json()["limit"]) == (2, 2)
+    assert hit.status_code == 200
+    assert [hits(podium_env, k) for k in keys] == [1, 1, 0]
+    assert counters["services"] == {
+        "GatewayLab": {"inFlight": 2, "queued": 0, "maxInFlight": 2, "maxQueue": 0}
+    }
+    assert (counters["maxInFlight"], counters["inFlight"]) == (1, 2)  # the shared limit; all in flight
+
+
+def test_a_service_limit_is_parsed_with_a_clear_error() -> None:
+    assert ServiceLimit.parse("ShopOrder=32/16") == ("ShopOrder", ServiceLimit(32, 16))
+    assert ServiceLimit.parse("ShopOrder=8") == ("ShopOrder", ServiceLimit(8, 0))
+    for bad in ("ShopOrder", "=8", "ShopOrder=0", "ShopOrder=8/-1", "ShopOrder=x"):
+        with pytest.raises(ValueError, match="expected Service=IN_FLIGHT"):
+            ServiceLimit.parse(bad)
 
 
 def test_a_queued_request_proceeds_when_a_slot_frees(

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import typer
 
-from podium.cli import Deployment, _target_path, read_deployments
+from podium.cli import Deployment, _target_path, read_deployments, read_gateway_limits
+from podium.gateway import ServiceLimit
 from podium.runtime import EngineConfig, EngineError, find_engine_binary
 
 
@@ -50,6 +51,23 @@ def test_deployments_come_from_pyproject(tmp_path: Path) -> None:
         read_deployments(pyproject)
     with pytest.raises(typer.BadParameter, match="not found"):
         read_deployments(tmp_path / "missing.toml")
+
+
+def test_gateway_limits_come_from_pyproject_and_a_bad_entry_is_named(tmp_path: Path) -> None:
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text(
+        "[tool.podium.gateway_limits]\n"
+        "ShopOrder = { max_in_flight = 32, max_queue = 16 }\nOther = { max_in_flight = 4 }\n"
+    )
+    assert read_gateway_limits(pyproject) == {"ShopOrder": ServiceLimit(32, 16), "Other": ServiceLimit(4, 0)}
+    for entry, problem in [
+        ("ShopOrder = 32", "expected"),
+        ("ShopOrder = { max_in_flight = 0 }", "max_in_flight must be an integer"),
+        ("ShopOrder = { max_in_flight = 8, max_qeueu = 2 }", "unknown key max_qeueu"),
+    ]:
+        pyproject.write_text(f"[tool.podium.gateway_limits]\n{entry}\n")
+        with pytest.raises(typer.BadParameter, match=f"gateway_limits\\] ShopOrder: {problem}"):
+            read_gateway_limits(pyproject)
 
 
 def test_the_project_lists_the_travel_deployment() -> None:

@@ -33,7 +33,7 @@ from podium._app import IDENTITY_KEYS_ENV
 from podium._logging import LOG_FORMAT_ENV, SYSTEM_ENV, JsonFormatter
 from podium._telemetry import ENDPOINT_ENV as OTLP_ENDPOINT_ENV
 from podium._telemetry import METRICS_DIR_ENV
-from podium.gateway import CLIENTS_FILE, HEALTH_PATH, ClientStore, TokenIssuer, parse_scopes
+from podium.gateway import CLIENTS_FILE, HEALTH_PATH, ClientStore, ServiceLimit, TokenIssuer, parse_scopes
 from podium.runtime import (
     REQUEST_IDENTITY_FILE,
     RETIRED_DIR,
@@ -102,6 +102,26 @@ def _podium_table(pyproject: Path) -> dict[str, Any]:
 def read_edge_routes(pyproject: Path) -> list[str]:
     """The ``[tool.podium] edge`` list of ``pyproject``: edge routes the gateway serves itself."""
     return [str(spec) for spec in _podium_table(pyproject).get("edge", [])]
+
+
+def read_gateway_limits(pyproject: Path) -> dict[str, ServiceLimit]:
+    """The ``[tool.podium.gateway_limits]`` table: services with gateway slots of their own.
+
+    Each entry is ``Service = { max_in_flight = N, max_queue = M }`` (``max_queue`` optional, 0).
+    """
+    table = _podium_table(pyproject).get("gateway_limits", {})
+    limits = {}
+    for service, entry in table.items():
+        where = f"[tool.podium.gateway_limits] {service}"
+        if not isinstance(entry, dict) or "max_in_flight" not in entry:
+            raise typer.BadParameter(f"{where}: expected {{ max_in_flight = N, max_queue = M }}")
+        if unknown := set(entry) - {"max_in_flight", "max_queue"}:
+            raise typer.BadParameter(f"{where}: unknown key {', '.join(sorted(unknown))}")
+        in_flight, queue = entry["max_in_flight"], entry.get("max_queue", 0)
+        if not isinstance(in_flight, int) or not isinstance(queue, int) or in_flight < 1 or queue < 0:
+            raise typer.BadParameter(f"{where}: max_in_flight must be an integer ≥ 1, max_queue ≥ 0")
+        limits[service] = ServiceLimit(in_flight, queue)
+    return limits
 
 
 def read_deployments(pyproject: Path) -> list[Deployment]:
@@ -237,6 +257,7 @@ def up(
             port=gateway_port,
             max_in_flight=max_in_flight,
             max_queue=max_queue,
+            service_limits=read_gateway_limits(config),
             log_file=logs / "gateway.log",
             metrics_port=gateway_metrics_port,
             env=tracing,
@@ -357,6 +378,7 @@ def gateway_process(
     max_in_flight: int,
     max_queue: int,
     log_file: Path,
+    service_limits: dict[str, ServiceLimit] | None = None,
     metrics_port: int = 0,
     env: dict[str, str] | None = None,
 ) -> ChildProcess:
@@ -391,6 +413,8 @@ def gateway_process(
     ]
     for spec in edge:
         argv += ["--edge", spec]
+    for service, limit in (service_limits or {}).items():
+        argv += ["--service-limit", f"{service}={limit.max_in_flight}/{limit.max_queue}"]
     if metrics_port:
         argv += ["--metrics-port", str(metrics_port)]
     # Edge routes keep their data where the deployments keep theirs (the card vault: providers/).

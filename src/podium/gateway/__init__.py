@@ -29,7 +29,7 @@ from podium.gateway._door import (
     load_edge_routes,
     luhn_valid,
 )
-from podium.gateway._proxy import Gateway, GatewayStats
+from podium.gateway._proxy import Gateway, GatewayStats, ServiceLimit
 from podium.gateway._routes import RouteTable
 from podium.gateway._tokens import (
     AUDIENCE,
@@ -61,6 +61,7 @@ __all__ = [
     "Gateway",
     "GatewayStats",
     "RouteTable",
+    "ServiceLimit",
     "TokenError",
     "TokenIssuer",
     "TokenVerifier",

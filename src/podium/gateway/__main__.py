@@ -19,7 +19,7 @@ from podium._logging import LOG_FORMAT_ENV, LOG_FORMATS, LOG_LEVEL_ENV, configur
 from podium._telemetry import tracer_provider, tracing_endpoint
 from podium.gateway._clients import AuthService, ClientStore
 from podium.gateway._door import Door, load_edge_routes
-from podium.gateway._proxy import Gateway
+from podium.gateway._proxy import Gateway, ServiceLimit
 from podium.gateway._routes import RouteTable
 from podium.gateway._tokens import AUDIENCE, ISSUER, TokenIssuer, TokenVerifier
 from podium.runtime import KeyFileError, KeyPair, load_public_keys
@@ -61,6 +61,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--max-in-flight", type=int, required=True, help="requests forwarded at once (capacity × latency)"
     )
     parser.add_argument("--max-queue", type=int, default=0, help="requests that may wait for a slot (0)")
+    parser.add_argument(
+        "--service-limit",
+        action="append",
+        default=[],
+        metavar="SERVICE=IN_FLIGHT[/QUEUE]",
+        help="slots and a queue of a service's own, apart from the shared ones (repeatable)",
+    )
     parser.add_argument("--queue-timeout", type=float, default=1.0, help="longest wait in the queue, s (1)")
     parser.add_argument("--retry-after", type=float, default=1.0, help="Retry-After sent with a 503, s (1)")
     parser.add_argument(
@@ -119,6 +126,7 @@ def build(args: argparse.Namespace, *, tracing: TracerProvider | None = None) ->
         port=args.port,
         max_in_flight=args.max_in_flight,
         max_queue=args.max_queue,
+        service_limits=dict(ServiceLimit.parse(spec) for spec in args.service_limit),
         queue_timeout=args.queue_timeout,
         retry_after=args.retry_after,
         upstream_timeout=args.upstream_timeout,

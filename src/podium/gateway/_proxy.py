@@ -23,13 +23,14 @@ public port). Without either, neither costs anything.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import signal
 import time
 from collections import deque
-from collections.abc import Coroutine
-from dataclasses import dataclass
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -130,8 +131,12 @@ class GatewayStats:
     """Requests the door answered itself and never forwarded: no or bad token (401), a scope missing
     (403), no such public handler (404), a card number in the body (400); edge routes and the token
     endpoint are not counted."""
+    services: dict[str, dict[str, int]] = field(default_factory=dict)
+    """The services with slots of their own: their ``inFlight``, ``queued``, ``maxInFlight`` and
+    ``maxQueue`` (``in_flight`` and ``queued`` above count them too; the limits above are the shared
+    ones)."""
 
-    def to_json(self) -> dict[str, int]:
+    def to_json(self) -> dict[str, Any]:
         """The stats with the JSON names the stats endpoint uses (camelCase)."""
         return {
             "inFlight": self.in_flight,
@@ -144,7 +149,34 @@ class GatewayStats:
             "upstreamErrors": self.upstream_errors,
             "abandoned": self.abandoned,
             "refused": self.refused,
+            "services": self.services,
         }
+
+
+@dataclass(frozen=True)
+class ServiceLimit:
+    """Slots and a queue of one service's own, apart from the gateway's shared ones.
+
+    A service whose handlers take longer than the rest (a checkout that runs a whole saga) would fill
+    the shared slots under load and hold up every other service; with a limit of its own it queues and
+    is refused on its own, at the rate it can take (capacity × accepted latency, Little's law).
+    """
+
+    max_in_flight: int
+    max_queue: int = 0
+
+    @classmethod
+    def parse(cls, spec: str) -> tuple[str, ServiceLimit]:
+        """``Service=IN_FLIGHT`` or ``Service=IN_FLIGHT/QUEUE`` (the ``--service-limit`` option)."""
+        service, _, limits = spec.partition("=")
+        in_flight, _, queue = limits.partition("/")
+        try:
+            limit = cls(int(in_flight), int(queue or 0))
+        except ValueError:
+            raise ValueError(f"service limit {spec!r}: expected Service=IN_FLIGHT[/QUEUE]") from None
+        if not service or limit.max_in_flight < 1 or limit.max_queue < 0:
+            raise ValueError(f"service limit {spec!r}: expected Service=IN_FLIGHT[/QUEUE], IN_FLIGHT ≥ 1")
+        return service, limit
 
 
 def _seconds(value: float | timedelta) -> float:
@@ -174,6 +206,8 @@ class Gateway:
         port: Port to listen on; 0 picks a free one (read :attr:`port` after :meth:`start`).
         max_in_flight: Requests forwarded at once. Capacity × target latency (Little's law) is a start.
         max_queue: Requests that may wait for a slot; 0 refuses at once when every slot is taken.
+        service_limits: Services with slots and a queue of their own (:class:`ServiceLimit`); their
+            requests never take the shared ones.
         queue_timeout: Longest wait in the queue (seconds or a timedelta).
         retry_after: What ``Retry-After`` tells a refused client (rounded up to whole seconds, at least 1).
         upstream_timeout: Longest wait for the upstream's whole answer before answering 504.
@@ -199,6 +233,7 @@ class Gateway:
         port: int = 0,
         max_in_flight: int,
         max_queue: int = 0,
+        service_limits: Mapping[str, ServiceLimit] | None = None,
         queue_timeout: float | timedelta = 1.0,
         retry_after: float | timedelta = 1.0,
         upstream_timeout: float | timedelta = 600.0,
@@ -231,6 +266,11 @@ class Gateway:
         self._upstream_authority = parts.netloc
         self._prefix = parts.path.rstrip("/")
         self._admission = Admission(max_in_flight, max_queue)
+        self._by_service = {
+            service: Admission(limit.max_in_flight, limit.max_queue)
+            for service, limit in (service_limits or {}).items()
+        }
+        self._admissions = [self._admission, *self._by_service.values()]
         self._pool = UpstreamPool(self._upstream_host, self._upstream_port, max_response=max_response)
         self._server: asyncio.Server | None = None
         self._connections: set[_ClientConnection] = set()
@@ -250,8 +290,8 @@ class Gateway:
             None
             if metrics_port is None
             else GatewayMetrics(
-                in_flight=lambda: self._admission.in_flight,
-                queued=lambda: self._admission.queued,
+                in_flight=lambda: sum(a.in_flight for a in self._admissions),
+                queued=lambda: sum(a.queued for a in self._admissions),
                 max_in_flight=self._admission.limit,
                 max_queue=self._admission.max_queue,
             )
@@ -296,8 +336,8 @@ class Gateway:
     def stats(self) -> GatewayStats:
         """A snapshot of the counters."""
         return GatewayStats(
-            in_flight=self._admission.in_flight,
-            queued=self._admission.queued,
+            in_flight=sum(a.in_flight for a in self._admissions),
+            queued=sum(a.queued for a in self._admissions),
             max_in_flight=self._admission.limit,
             max_queue=self._admission.max_queue,
             admitted=self.admitted,
@@ -306,6 +346,15 @@ class Gateway:
             upstream_errors=self.upstream_errors,
             abandoned=self.abandoned,
             refused=self.refused,
+            services={
+                service: {
+                    "inFlight": a.in_flight,
+                    "queued": a.queued,
+                    "maxInFlight": a.limit,
+                    "maxQueue": a.max_queue,
+                }
+                for service, a in self._by_service.items()
+            },
         )
 
     async def start(self) -> None:
@@ -349,7 +398,8 @@ class Gateway:
         if server is None:
             return
         server.close()
-        self._admission.close()
+        for admission in self._admissions:
+            admission.close()
         for connection in list(self._connections):
             connection.close_if_idle()
         pending = set(self._serving) | set(self._forwards)
@@ -367,10 +417,10 @@ class Gateway:
             await asyncio.to_thread(metrics.shutdown)  # waits for its loop's next poll (0.5 s at most)
             metrics.server_close()
 
-    def _forwarded(self, forward: asyncio.Future[tuple[int, bytes]]) -> None:
+    def _forwarded(self, admission: Admission, forward: asyncio.Future[tuple[int, bytes]]) -> None:
         """A forward ended (answered, failed or cut off at stop): its slot goes back."""
         self._forwards.discard(forward)
-        self._admission.release()
+        admission.release()
         if not forward.cancelled():
             forward.exception()  # retrieved, so an abandoned forward's failure is not reported as lost
 
@@ -411,7 +461,15 @@ class Gateway:
         """Whether :meth:`stop` has begun (every new request is refused)."""
         return self._admission.closed
 
-    def _rejection(self, request: Request, message: str, correlation: str, reason: str) -> bytes:
+    def _rejection(
+        self,
+        request: Request,
+        message: str,
+        correlation: str,
+        reason: str,
+        admission: Admission | None = None,
+    ) -> bytes:
+        admission = admission or self._admission
         self.rejected += 1
         if self.metrics is not None:
             self.metrics.rejected.labels(reason).inc()
@@ -427,20 +485,22 @@ class Gateway:
         )
         payload: dict[str, Any] = {
             "message": f"{message}; try again after {self.retry_after} s",
-            "inFlight": self._admission.in_flight,
-            "limit": self._admission.limit,
+            "inFlight": admission.in_flight,
+            "limit": admission.limit,
         }
         extra = [("retry-after", str(self.retry_after)), (CORRELATION_HEADER, correlation)]
         return json_response(503, payload, keep_alive=request.keep_alive, extra=extra)
 
-    def _overloaded(self) -> str:
-        if self._admission.closed:
+    def _overloaded(self, admission: Admission | None = None, service: str | None = None) -> str:
+        admission = admission or self._admission
+        if admission.closed:
             return "overloaded: the gateway is shutting down"
-        if self._admission.max_queue == 0:
-            return f"overloaded: all {self._admission.limit} slots are in use"
+        slots = f"all {admission.limit} slots{f' of {service}' if service else ''} are in use"
+        if admission.max_queue == 0:
+            return f"overloaded: {slots}"
         return (
-            f"overloaded: all {self._admission.limit} slots are in use and "
-            f"{self._admission.queued} of {self._admission.max_queue} places in the queue are taken"
+            f"overloaded: {slots} and {admission.queued} of {admission.max_queue} places in the queue "
+            "are taken"
         )
 
     def _refuse_early(self, request: Request) -> bytes | None:
@@ -535,18 +595,20 @@ class Gateway:
             route = None if decision.route is None else _http_route(request.path, decision.route)
             _name_route(span, request, route, decision.subject)
             trace_headers = _trace_context_for_engine(span)
-        admission = self._admission
+        service = None if decision.route is None else decision.route.service
+        admission = self._by_service.get(service, self._admission) if service else self._admission
+        own = None if admission is self._admission else service
         if not admission.try_acquire():
             full = admission.queue_full()
             if full or not await admission.acquire(self.queue_timeout):
-                message = self._overloaded()
+                message = self._overloaded(admission, own)
                 reason = "stopping" if admission.closed else "queue_full" if full else "queue_timeout"
                 if not full and not admission.closed:
                     message = (
                         f"overloaded: no slot freed up within {self.queue_timeout:g} s "
-                        f"(all {admission.limit} in use)"
+                        f"(all {admission.limit}{f' of {own}' if own else ''} in use)"
                     )
-                client.respond(self._rejection(request, message, correlation, reason))
+                client.respond(self._rejection(request, message, correlation, reason, admission))
                 return 503
         self.admitted += 1
         if self.metrics is not None:
@@ -558,7 +620,7 @@ class Gateway:
             self._forward(request, decision, client.peer, correlation, arrived, trace_headers)
         )
         self._forwards.add(forward)
-        forward.add_done_callback(self._forwarded)
+        forward.add_done_callback(functools.partial(self._forwarded, admission))
         try:
             status, answer = await asyncio.shield(forward)
         except asyncio.CancelledError:
