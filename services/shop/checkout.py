@@ -15,7 +15,8 @@ the counts before and after).
 3. charge the total once (``PaymentService/{orderId}-payment/Charge``): ``PaymentProcessed`` or
    ``PaymentFailed``; undo: refund what is left, ``PaymentRefunded``;
 4. create the shipment (``ShopShipping/{orderId}/CreateShipment``, which picks the carrier and falls
-   back to another): ``ShipmentCreated`` or ``ShippingFailed``;
+   back to another): ``ShipmentCreated`` or ``ShippingFailed``; undo (only when the step itself did not
+   finish in time or failed): ``ShopShipping/Withdraw`` voids a label made after the deadline;
 
 then ``OrderCompleted``, or ``OrderCancelled`` with the reason after the compensations. Every started
 step is compensated (:data:`~podium.COMPENSATE_ALL`), failed ones too: a charge cut off by the deadline
@@ -52,7 +53,13 @@ from services.shop.events import FINISHED, EventType, OrderStatus
 from services.shop.inventory import ReleaseOrder, ReserveOrder, release, reserve
 from services.shop.models import CancelOrder, OrderSummary, PlaceOrder, RefundOrder
 from services.shop.order import ACTOR, SAGA, Order, orders
-from services.shop.shipping import CancelShipment, ShipmentRequest, cancel_shipment, create_shipment
+from services.shop.shipping import (
+    CancelShipment,
+    ShipmentRequest,
+    cancel_shipment,
+    create_shipment,
+    withdraw,
+)
 
 
 @orders.handler("Place", public="write")
@@ -203,6 +210,7 @@ class Checkout:
                     saga.step(
                         "create-shipment",
                         lambda: call(self.ctx, create_shipment, shipment_request, key=self.order_id),
+                        compensate=self.withdraw_shipment,
                         payload={"orderId": self.order_id},
                     ),
                     EventType.SHIPPING_FAILED,
@@ -234,6 +242,15 @@ class Checkout:
             await self.order.append(failed, {"reason": reason})
             raise TerminalError(reason, 402)
         return answer
+
+    async def withdraw_shipment(self) -> None:
+        """Undo ``create_shipment`` cut off or failed: void a label the carrier made all the same.
+
+        The order never recorded that label (its answer came too late), so no event is appended: the
+        shipment itself records the void.
+        """
+        reason = f"shop order {self.order_id}: the checkout gave up"
+        await call(self.ctx, withdraw, CancelShipment(reason=reason), key=self.order_id)
 
     async def release(self) -> None:
         """Undo ``reserve``: give every unit back (``InventoryReleased`` when there was something to give)."""

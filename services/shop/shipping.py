@@ -50,8 +50,9 @@ is told with a one-way message, never a call: ``ShopOrder/Cancel`` calls this ob
 here to the order would let a scan and a cancel arriving together wait for each other for ever.
 Those two are the carrier's webhooks, so they are public (``write``) and record the carrier's
 verified subject (:func:`podium.caller`) as the event's actor. ``CreateShipment`` (a saga step),
-``Cancel``, ``VoidStray`` and ``Get`` (the label, the attempts and the scans; a client sees the tracking
-on the order's read model) are private.
+``Cancel``, ``Withdraw`` (the checkout's undo of ``CreateShipment``: voids a label made after its
+deadline cut the step off), ``VoidStray`` and ``Get`` (the label, the attempts and the scans; a client
+sees the tracking on the order's read model) are private.
 
 **Test data** (:mod:`services.common.providers`, also in ``services/common/README.md``):
 
@@ -76,7 +77,7 @@ from restate import ObjectContext, ObjectSharedContext, RunOptions
 
 from podium import Deadline, Model, TerminalError, VirtualObject, caller, send
 from services.common.circuits import BreakerSettings, CircuitOpen, ProviderCircuits, guarded
-from services.common.providers import CarrierProvider, ProviderError, ProviderTimeout
+from services.common.providers import CARRIERS, CarrierProvider, ProviderError, ProviderTimeout
 from services.shop import settings
 from services.shop.events import EventType
 from services.shop.models import Address, RecordEvent
@@ -414,7 +415,10 @@ async def cancel_shipment(ctx: ObjectContext, req: CancelShipment) -> Shipment:
         ShipmentConflict: The carrier has scanned or delivered the parcel (409); the carrier's own 409
             when it has picked the parcel up.
     """
-    shipment = await _require(ctx)
+    return await _cancel(ctx, await _require(ctx), req.reason)
+
+
+async def _cancel(ctx: ObjectContext, shipment: Shipment, reason: str) -> Shipment:
     if shipment.cancelled:
         return shipment
     if shipment.delivered:
@@ -435,9 +439,43 @@ async def cancel_shipment(ctx: ObjectContext, req: CancelShipment) -> Shipment:
     )
     shipment.status = "cancelled"
     shipment.cancelled = True
-    shipment.cancel_reason = req.reason
+    shipment.cancel_reason = reason
     ctx.set("shipment", shipment)
     return shipment
+
+
+class Withdrawn(Model):
+    """What ``Withdraw`` did."""
+
+    voided: list[str] = []
+    """The label keys whose labels it voided (a key without a label is voided too, so that no label can
+    appear with it later, but is not listed)."""
+
+
+@shipping.handler("Withdraw")
+async def withdraw(ctx: ObjectContext, req: CancelShipment) -> Withdrawn:
+    """The checkout gave up on its shipment: void any label made for the order, even after it stopped waiting.
+
+    The checkout's undo of ``CreateShipment``, when its deadline cut the step off (the engine cancels a
+    call still running at the deadline) or the step failed. A cancelled ``CreateShipment`` may have got
+    a label from a carrier without recording it, and a carrier call it had under way still runs. So the
+    order's label key is voided at every carrier, whether a label exists or not: a label made is voided
+    (once), and a key voided before its label is refused for good by the carrier, so no label can appear
+    later either. A shipment that was recorded is cancelled as ``Cancel`` does.
+    """
+    shipment = await _load(ctx)
+    if shipment is not None:
+        await _cancel(ctx, shipment, req.reason)
+        return Withdrawn(voided=[shipment.label_key])
+    voided = []
+    for carrier in CARRIERS:
+        key = label_key(ctx.key(), carrier)
+        answer = await ctx.run_typed(
+            f"void label at {carrier}", void_label, _VOID, _carriers(), CIRCUITS, carrier, key
+        )
+        if answer.get("labelId"):
+            voided.append(key)
+    return Withdrawn(voided=voided)
 
 
 @shipping.handler("VoidStray")

@@ -10,11 +10,12 @@ import pytest
 
 from podium import SUBJECT_HEADER
 from podium.testing import PodiumEnv, assert_eventually, new_key
-from services.common.providers import MailProvider
+from services.common.providers import CarrierProvider, MailProvider
 from services.shop import settings
 from services.shop.events import Event, fold
 from services.shop.order import SNAPSHOT_EVERY
 from services.shop.settings import ShopSettings
+from services.shop.shipping import label_key
 from tests.systems.money import money
 from tests.systems.shop.conftest import events, order_body, place, recorded, stock, stuck
 from tests.systems.shop.test_order_flow import HAPPY, view
@@ -184,6 +185,38 @@ def test_a_checkout_past_its_deadline_compensates_and_says_why(
         timeout=20,
         message="the late charge to be refunded",
     )
+    assert stock(podium_env, sku)["available"] == 6
+
+
+def test_a_label_the_carrier_made_after_the_deadline_is_voided(
+    podium_env: PodiumEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(settings, "SETTINGS", ShopSettings(checkout_deadline=timedelta(seconds=2)))
+    carriers = CarrierProvider()
+    # podium-post makes the label at once and answers 4 s later: after the checkout gave up.
+    carriers.slow_down("podium-post", by=timedelta(seconds=4), lasting=timedelta(seconds=60))
+    try:
+        order_id, sku, body = limited_order(podium_env)
+        result = place(podium_env, order_id, body)
+        assert result["status"] == "cancelled"
+        assert "during create-shipment" in result["reason"]
+        assert "ShipmentCreated" not in result["events"]
+        label = label_key(order_id, "podium-post")
+        assert_eventually(
+            lambda: (
+                (carriers.label(label) or {}).get("status") == "voided" and stuck(podium_env, order_id) == []
+            ),
+            timeout=30,
+            message="the late label to be voided",
+        )
+    finally:
+        carriers.restore("podium-post")
+    # The cancelled CreateShipment never recorded the label; the carrier's record is the truth.
+    assert podium_env.post_private(f"/ShopShipping/{order_id}/Get").status_code == 404
+    assert [e["key"] for e in carriers.effects(kind="void")].count(label) == 1  # voided once
+    fallback = carriers.label(label_key(order_id, "podium-global"))
+    assert (fallback or {}).get("status") == "voided"  # never made, and now never can be
+    assert money(f"{order_id}-payment")["net"] == 0
     assert stock(podium_env, sku)["available"] == 6
 
 
