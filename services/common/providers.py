@@ -38,8 +38,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from services.common import sqlite
-
 DECLINED_PREFIX = "declined-"
 """Customers whose id starts with this have their card declined."""
 SLOW_PREFIX = "slow-"
@@ -140,11 +138,34 @@ class _Store:
 
     def __init__(self, name: str, directory: Path | None = None) -> None:
         self.path = (directory or provider_dir()) / f"{name}.db"
+        self._ready = False
+
+    def _create(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, timeout=30)
+        try:
+            db.executescript(self.schema)
+        finally:
+            db.close()
+        self._ready = True
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with sqlite.transaction(self.path, self.schema, durable=True) as db:
-            yield db
+        if not self._ready:
+            self._create()
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            db.execute("pragma journal_mode=wal")
+            db.execute("pragma synchronous=full")
+            db.execute("begin immediate")
+            try:
+                yield db
+            except BaseException:
+                db.execute("rollback")
+                raise
+            db.execute("commit")
+        finally:
+            db.close()
 
     def _replay(self, db: sqlite3.Connection, key: str) -> dict[str, Any] | None:
         row = db.execute("select response from requests where key = ?", (key,)).fetchone()
@@ -209,11 +230,16 @@ class _Switched(_Store):
 
     def _outage(self, provider: str) -> Outage | None:
         """The switch in force for ``provider``, or None."""
+        if not self._ready:
+            self._create()
         # A plain read, outside any write transaction: every answer of the provider looks here first.
-        with sqlite.reading(self.path, self.schema) as db:
+        db = sqlite3.connect(self.path, timeout=30)
+        try:
             row = db.execute(
                 "select mode, delay, until from outages where provider = ?", (provider,)
             ).fetchone()
+        finally:
+            db.close()
         if row is None or (row[2] is not None and row[2] <= time.time()):
             return None
         return Outage(provider, row[0], row[1], row[2])
@@ -452,35 +478,45 @@ class CardVault:
     def __init__(self, directory: Path | None = None) -> None:
         self.path = (directory or provider_dir()) / "vault.db"
 
-    schema = """
-    create table if not exists cards (
-        token text primary key, brand text not null, last4 text not null, exp text not null,
-        declined text, created real not null
-    );
-    """
-
     def _db(self) -> sqlite3.Connection:
         if not self.path.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.touch(mode=0o600)  # before SQLite creates it with the umask's mode
-        return sqlite.connection(self.path, self.schema, durable=True)
+            self.path.touch(mode=0o600)
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.execute("pragma journal_mode=wal")
+        db.execute(
+            "create table if not exists cards (token text primary key, brand text not null,"
+            " last4 text not null, exp text not null, declined text, created real not null)"
+        )
+        return db
 
     def tokenize(self, digits: str, *, brand: str, exp_month: int, exp_year: int) -> Card:
         """A new token for the card ``digits`` (already checked); only its last four digits are kept."""
         card = Card(TOKEN_PREFIX + secrets.token_hex(12), brand, digits[-4:], DECLINED_CARDS.get(digits))
-        self._db().execute(
-            "insert into cards values (?, ?, ?, ?, ?, ?)",
-            (card.token, card.brand, card.last4, f"{exp_month:02d}/{exp_year}", card.declined, time.time()),
-        )
+        db = self._db()
+        try:
+            db.execute(
+                "insert into cards values (?, ?, ?, ?, ?, ?)",
+                (
+                    card.token,
+                    card.brand,
+                    card.last4,
+                    f"{exp_month:02d}/{exp_year}",
+                    card.declined,
+                    time.time(),
+                ),
+            )
+        finally:
+            db.close()
         return card
 
     def card(self, token: str) -> Card | None:
         """What the vault knows of ``token``, or None."""
-        row = (
-            self._db()
-            .execute("select brand, last4, declined from cards where token = ?", (token,))
-            .fetchone()
-        )
+        db = self._db()
+        try:
+            row = db.execute("select brand, last4, declined from cards where token = ?", (token,)).fetchone()
+        finally:
+            db.close()
         return None if row is None else Card(token, row[0], row[1], row[2])
 
 

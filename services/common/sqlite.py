@@ -1,8 +1,11 @@
-"""SQLite the one way the reference systems open it: a connection kept per thread, short transactions.
+"""SQLite for the shop's stores: a connection kept per thread, short transactions.
 
 Each thread keeps one connection per database file open. Closing the last connection of a WAL database
 checkpoints the WAL into the file and deletes it, so a connection opened and closed per transaction pays
-a checkpoint (and the connection's set-up) every time: about 1 ms of CPU of a provider's call, measured.
+a checkpoint (and the connection's set-up) every time: about 1 ms of CPU per call, measured on the
+simulated providers. (The providers still open one per call: kept open, their files, which every
+process of the test suite shares, were found corrupted in a full run; docs/performance.md.)
+
 SQLite in WAL mode lets readers run beside the one writer; ``begin immediate`` takes the write lock at
 once, so two processes sharing a file (a deployment's workers) never deadlock upgrading a read lock, and
 ``timeout`` makes a writer wait for the lock instead of failing.
