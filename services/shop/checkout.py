@@ -247,7 +247,7 @@ class Checkout:
         """Undo ``create_shipment`` cut off or failed: void a label the carrier made all the same.
 
         The order never recorded that label (its answer came too late), so no event is appended: the
-        shipment itself records the void.
+        carrier's record of the order's label key holds the void.
         """
         reason = f"shop order {self.order_id}: the checkout gave up"
         await call(self.ctx, withdraw, CancelShipment(reason=reason), key=self.order_id)
