@@ -38,6 +38,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+from services.common import sqlite
+
 DECLINED_PREFIX = "declined-"
 """Customers whose id starts with this have their card declined."""
 SLOW_PREFIX = "slow-"
@@ -157,13 +159,8 @@ class _Store:
         try:
             db.execute("pragma journal_mode=wal")
             db.execute("pragma synchronous=full")
-            db.execute("begin immediate")
-            try:
+            with sqlite.immediate(db):
                 yield db
-            except BaseException:
-                db.execute("rollback")
-                raise
-            db.execute("commit")
         finally:
             db.close()
 

@@ -72,9 +72,12 @@ def connection(path: Path, schema: str, *, durable: bool) -> sqlite3.Connection:
 
 
 @contextmanager
-def transaction(path: Path, schema: str, *, durable: bool) -> Iterator[sqlite3.Connection]:
-    """One write transaction on ``path``: committed when the block ends, rolled back on error."""
-    db = connection(path, schema, durable=durable)
+def immediate(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction on ``db`` (autocommit mode): committed when the block ends, rolled back on error.
+
+    ``begin immediate`` takes the write lock at once, so writers in several processes queue for it
+    (``timeout``) instead of deadlocking on a read lock each wants to upgrade.
+    """
     db.execute("begin immediate")
     try:
         yield db
@@ -82,6 +85,13 @@ def transaction(path: Path, schema: str, *, durable: bool) -> Iterator[sqlite3.C
         db.execute("rollback")
         raise
     db.execute("commit")
+
+
+@contextmanager
+def transaction(path: Path, schema: str, *, durable: bool) -> Iterator[sqlite3.Connection]:
+    """One write transaction on ``path``: committed when the block ends, rolled back on error."""
+    with immediate(connection(path, schema, durable=durable)) as db:
+        yield db
 
 
 @contextmanager

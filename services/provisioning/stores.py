@@ -37,6 +37,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
 
+from services.common import sqlite
 from services.provisioning import catalogue
 
 TABLES = ["audit_log", "projects", "schema_migrations", "tenant", "users"]
@@ -114,13 +115,8 @@ def _tx(path: Path, schema: str) -> Iterator[sqlite3.Connection]:
         db.execute("pragma journal_mode=wal")
         db.execute("pragma synchronous=full")
         db.executescript(schema)
-        db.execute("begin immediate")
-        try:
+        with sqlite.immediate(db):
             yield db
-        except BaseException:
-            db.execute("rollback")
-            raise
-        db.execute("commit")
 
 
 def _log(tenant_id: str, resource: str, action: str, outcome: str) -> None:
