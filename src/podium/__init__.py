@@ -4,7 +4,8 @@ Import everything from here; modules with a leading underscore are private.
 
 - Services: :class:`Service`, :class:`VirtualObject`, :class:`Workflow` (validated input, finite retries),
   :class:`Model` (camelCase JSON).
-- Sagas: :class:`Saga` with strategies, pivot, deadline and dead letters.
+- Sagas: :class:`Saga` with strategies, pivot, deadline and dead letters (held for a person with
+  ``Strategy(hold=...)``, acted on with :class:`DeadLetterAction`).
 - Concurrency: :func:`fan_out`, :func:`fan_out_fail`, :func:`map_concurrent`, :func:`process_batch`,
   :func:`race`, :func:`with_timeout`.
 - People: :func:`race_promise_with_timeout`, :func:`wait_for_approval`, :func:`add_approval_handlers`.
@@ -68,6 +69,8 @@ from podium._saga import (
     Backoff,
     CompensationFailed,
     DeadLetter,
+    DeadLetterAction,
+    DeadLetterResolution,
     ManualInterventionNeeded,
     Saga,
     SagaCompensated,
@@ -117,6 +120,8 @@ __all__ = [
     "CompensationFailed",
     "CompletionPolicy",
     "DeadLetter",
+    "DeadLetterAction",
+    "DeadLetterResolution",
     "Deadline",
     "Decision",
     "FanOutError",

@@ -22,6 +22,7 @@ from restate.context import HandlerType
 from restate.handler import Handler, handler_from_callable
 
 from podium._logging import with_correlation
+from podium._saga import DeadLetterAction
 
 I = TypeVar("I")  # noqa: E741 - the SDK's name for a handler's input type
 O = TypeVar("O")  # noqa: E741 - and for its output type
@@ -228,6 +229,14 @@ class IngressClient:
     def resolve_awakeable(self, awakeable_id: str, value: Any) -> None:
         """Complete an awakeable with ``value`` (the waiting handler resumes with it)."""
         self._post(f"restate/awakeables/{awakeable_id}/resolve", json.dumps(value).encode(), {})
+
+    def act_on_dead_letter(self, awakeable_id: str, action: DeadLetterAction) -> None:
+        """Retry or resolve a dead letter its saga holds for a person (``DeadLetter.awakeable_id``).
+
+        The saga resumes with the action: a retry runs the compensation again (with the strategy's
+        attempts), a resolution closes the dead letter with its note; either way the rollback goes on.
+        """
+        self.resolve_awakeable(awakeable_id, action.model_dump(mode="json"))
 
     def reject_awakeable(self, awakeable_id: str, reason: str) -> None:
         """Fail an awakeable (the waiting handler gets a TerminalError with ``reason``)."""

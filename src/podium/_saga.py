@@ -5,7 +5,10 @@ the saga writes that registration to the handler's durable state (a journal entr
 the action and the next line can never leave an action without its undo. When a step fails terminally,
 or the invocation is cancelled, the saga runs the registered compensations in reverse order, retrying
 each with backoff; one that still fails becomes a dead letter in the saga log, which is readable at any
-time and names the step, its payload, the error and the attempts.
+time and names the step, its payload, the error and the attempts. With ``Strategy(hold=...)`` the saga
+then waits for a person before it gives up: retry the compensation, or resolve the dead letter with a
+note (:class:`DeadLetterAction`, sent with :meth:`podium.IngressClient.act_on_dead_letter` or from the
+dashboard).
 
 Usage::
 
@@ -40,11 +43,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError, model_validator
 from restate import Context, RestateDurableCallFuture, RestateDurableFuture, TerminalError, wait_completed
 
+from podium._concurrency import with_timeout
 from podium._context import can_write_state
 from podium._logging import framework_logger
 from podium._model import Model
@@ -123,6 +127,11 @@ class Strategy:
     """Retries of each compensation."""
     forward_retry: Backoff = field(default_factory=lambda: Backoff(max_attempts=10))
     """Retries of a step that fails after the pivot (forward recovery), before a person is needed."""
+    hold: timedelta | None = None
+    """How long a dead letter waits for a person before the saga gives up on it. While it waits (an
+    awakeable, durable like every timer) a person can retry the compensation or resolve the dead letter
+    with a note; either way the rollback goes on, and the saga can still end ``compensated``. ``None``
+    (the default) gives up at once, as a caller waiting for the saga's answer expects."""
 
 
 COMPENSATE_ALL = Strategy()
@@ -148,6 +157,8 @@ class StepStatus(enum.StrEnum):
     """Its compensation ran successfully."""
     DEAD_LETTER = "dead_letter"
     """Its compensation kept failing; see the dead letters."""
+    RESOLVED = "resolved"
+    """Its compensation kept failing and a person resolved the dead letter by hand (see its note)."""
     NOT_COMPENSATED = "not_compensated"
     """Rollback stopped before reaching it (an earlier compensation became a dead letter)."""
 
@@ -187,6 +198,15 @@ class StepRecord(Model):
     """Whether this step is the point of no return."""
 
 
+class DeadLetterResolution(enum.StrEnum):
+    """How a dead letter was closed by a person."""
+
+    COMPENSATED = "compensated"
+    """A person retried the compensation and it succeeded."""
+    RESOLVED = "resolved"
+    """A person finished the undo by hand and said so."""
+
+
 class DeadLetter(Model):
     """A compensation that kept failing: what a person needs to finish the undo by hand."""
 
@@ -200,12 +220,39 @@ class DeadLetter(Model):
     """The last error."""
     attempts: int
     """How many times it was tried."""
+    awakeable_id: str | None = None
+    """While the saga holds the dead letter for a person (``Strategy.hold``): the awakeable that takes
+    their :class:`DeadLetterAction`. None once they acted, or when the hold ended or never began."""
+    resolution: DeadLetterResolution | None = None
+    """How a person closed it; None while it is open."""
+    note: str | None = None
+    """What the person who closed it said."""
+    by: str | None = None
+    """Who closed it."""
+
+
+class DeadLetterAction(Model):
+    """A person's answer to a held dead letter: ``retry`` its compensation, or ``resolve`` it by hand."""
+
+    action: Literal["retry", "resolve"]
+    note: str | None = Field(default=None, max_length=2000)
+    """Why, or what was done by hand (required to resolve)."""
+    by: str | None = Field(default=None, max_length=200)
+    """Who acted."""
+
+    @model_validator(mode="after")
+    def _resolving_says_why(self) -> DeadLetterAction:
+        if self.action == "resolve" and not (self.note or "").strip():
+            raise ValueError("note: required to resolve a dead letter (say what was done by hand)")
+        return self
 
 
 class SagaLog(Model):
     """The saga's durable record: visible in status while it runs and after it ends."""
 
     name: str
+    invocation_id: str | None = None
+    """The engine's id of the invocation running the saga (its journal shows when each step ran)."""
     status: SagaStatus = SagaStatus.RUNNING
     steps: list[StepRecord] = []
     failure: str | None = None
@@ -311,7 +358,7 @@ class Saga:
         self.name = name
         self.strategy = strategy
         self.timeout = timeout
-        self.log = SagaLog(name=name)
+        self.log = SagaLog(name=name, invocation_id=ctx.request().id)
         self._compensations: dict[str, Compensation] = {}
         self._stateful = keep_log and can_write_state(ctx)
         self._deadline: RestateDurableFuture[None] | None = None
@@ -624,6 +671,7 @@ class Saga:
                     break
         dead = [r.name for r in self.log.steps if r.status == StepStatus.DEAD_LETTER]
         undone = [r.name for r in targets if r.status == StepStatus.COMPENSATED]
+        by_hand = [r.name for r in targets if r.status == StepStatus.RESOLVED]
         if dead:
             self.log.status = SagaStatus.FAILED
             self._save()
@@ -646,6 +694,8 @@ class Saga:
         self.log.status = SagaStatus.COMPENSATED
         self._save()
         undone_text = ", ".join(undone) if undone else "nothing to undo"
+        if by_hand:
+            undone_text += f"; resolved by hand: {', '.join(by_hand)}"
         self._event(
             logging.WARNING,
             "saga.ended",
@@ -669,24 +719,34 @@ class Saga:
         return True
 
     async def _compensate_one(self, record: StepRecord) -> bool:
+        """Compensate one step with retries; a dead letter when they run out (held, when told to)."""
+        if await self._try_compensation(record):
+            return True
+        return await self._dead_letter(record)
+
+    async def _try_compensation(self, record: StepRecord) -> bool:
+        """Run ``record``'s compensation up to ``strategy.retry.max_attempts`` more times."""
         undo = self._compensations[record.name]
         backoff = self.strategy.retry
-        for attempt in range(1, backoff.max_attempts + 1):
-            record.compensation_attempts = attempt
+        for round_attempt in range(1, backoff.max_attempts + 1):
+            record.compensation_attempts += 1
+            attempt = record.compensation_attempts
             self._telemetry.compensation_begins(record.name)
             try:
                 await undo()
             except TerminalError as exc:
                 record.error = exc.message
-                self._compensation_failed(record, attempt, exc)
-                if attempt < backoff.max_attempts:
-                    await self.ctx.sleep(backoff.delay(attempt), name=f"retry compensation {record.name}")
+                last = round_attempt >= backoff.max_attempts
+                self._compensation_failed(record, attempt, exc, round_attempt=round_attempt)
+                if not last:
+                    await self.ctx.sleep(
+                        backoff.delay(round_attempt), name=f"retry compensation {record.name}"
+                    )
                 continue
             record.status = StepStatus.COMPENSATED
             self._save()
             self._compensated(record, attempt)
             return True
-        self._dead_letter(record)
         return False
 
     async def _compensate_parallel(self, records: Sequence[StepRecord]) -> None:
@@ -705,7 +765,7 @@ class Saga:
                 except TerminalError as exc:
                     record.error = exc.message
                     failed.append(record)
-                    self._compensation_failed(record, attempt, exc)
+                    self._compensation_failed(record, attempt, exc, round_attempt=attempt)
                 else:
                     record.status = StepStatus.COMPENSATED
                     self._compensated(record, attempt)
@@ -716,7 +776,7 @@ class Saga:
             if attempt < backoff.max_attempts:
                 await self.ctx.sleep(backoff.delay(attempt), name="retry compensations")
         for record in pending:
-            self._dead_letter(record)
+            await self._dead_letter(record)
 
     def _compensated(self, record: StepRecord, attempt: int) -> None:
         self._event(
@@ -729,12 +789,14 @@ class Saga:
         )
         self._telemetry.compensation_ended(record.name, attempt, StepStatus.COMPENSATED)
 
-    def _compensation_failed(self, record: StepRecord, attempt: int, error: TerminalError) -> None:
-        last = attempt >= self.strategy.retry.max_attempts
+    def _compensation_failed(
+        self, record: StepRecord, attempt: int, error: TerminalError, *, round_attempt: int
+    ) -> None:
+        last = round_attempt >= self.strategy.retry.max_attempts
         then = (
             "no attempts left"
             if last
-            else f"retrying in {self.strategy.retry.delay(attempt).total_seconds():g} s"
+            else f"retrying in {self.strategy.retry.delay(round_attempt).total_seconds():g} s"
         )
         self._event(
             logging.WARNING,
@@ -749,7 +811,12 @@ class Saga:
             record.name, attempt, "failed" if last else "retrying", error.message
         )
 
-    def _dead_letter(self, record: StepRecord) -> None:
+    async def _dead_letter(self, record: StepRecord) -> bool:
+        """Make ``record`` a dead letter; with ``strategy.hold``, wait for a person to act on it.
+
+        Returns whether the step ended up undone after all (a person retried it successfully, or
+        resolved it by hand), so the rollback goes on as if its compensation had succeeded.
+        """
         self._event(
             logging.ERROR,
             "saga.dead_lettered",
@@ -762,16 +829,64 @@ class Saga:
         )
         self._telemetry.dead_letter()
         record.status = StepStatus.DEAD_LETTER
-        self.log.dead_letters.append(
-            DeadLetter(
-                saga=self.name,
-                step=record.name,
-                payload=record.payload,
-                error=record.error or "unknown error",
-                attempts=record.compensation_attempts,
-            )
+        letter = DeadLetter(
+            saga=self.name,
+            step=record.name,
+            payload=record.payload,
+            error=record.error or "unknown error",
+            attempts=record.compensation_attempts,
         )
+        self.log.dead_letters.append(letter)
+        hold = self.strategy.hold
+        while hold is not None:
+            awakeable_id, answer = self.ctx.awakeable(type_hint=dict)
+            letter.awakeable_id = awakeable_id
+            self._save()
+            timed = await with_timeout(self.ctx, answer, hold, cancel=False)
+            letter.awakeable_id = None
+            if timed.timed_out or timed.value is None:
+                self._event(
+                    logging.ERROR,
+                    "saga.hold_ended",
+                    f"{self.name}: nobody acted on the dead letter of {record.name} within {hold}",
+                    step=record.name,
+                    outcome=StepStatus.DEAD_LETTER,
+                )
+                break
+            try:
+                action = DeadLetterAction.model_validate(timed.value)
+            except ValidationError:
+                continue  # the clients validate first; an answer that does not parse holds it again
+            letter.by, letter.note = action.by, action.note
+            if action.action == "resolve":
+                letter.resolution = DeadLetterResolution.RESOLVED
+                record.status = StepStatus.RESOLVED
+                self._save()
+                self._event(
+                    logging.WARNING,
+                    "saga.dead_letter_resolved",
+                    f"{self.name}: {action.by or 'a person'} resolved the dead letter of {record.name} by "
+                    f"hand: {action.note}",
+                    step=record.name,
+                    outcome=StepStatus.RESOLVED,
+                )
+                return True
+            self._event(
+                logging.INFO,
+                "saga.dead_letter_retry",
+                f"{self.name}: {action.by or 'a person'} retries the compensation of {record.name}",
+                step=record.name,
+                outcome="retrying",
+            )
+            if await self._try_compensation(record):
+                letter.resolution = DeadLetterResolution.COMPENSATED
+                self._save()
+                return True
+            record.status = StepStatus.DEAD_LETTER
+            letter.error = record.error or letter.error
+            letter.attempts = record.compensation_attempts
         self._save()
+        return False
 
 
 async def read_saga_log(ctx: Any, name: str) -> SagaLog | None:

@@ -332,6 +332,8 @@ class Scenario(Model):
     timeout_ms: int | None = None
     retry_attempts: int = 3
     keep_log: bool = True
+    hold_ms: int | None = None
+    """Hold dead letters for a person this long (``Strategy.hold``)."""
 
 
 class ScenarioResult(Model):
@@ -370,6 +372,7 @@ async def run_scenario(ctx: ObjectContext, scenario: Scenario) -> ScenarioResult
             initial_interval=FAST.initial_interval,
             max_interval=FAST.max_interval,
         ),
+        hold=None if scenario.hold_ms is None else timedelta(milliseconds=scenario.hold_ms),
     )
     timeout = None if scenario.timeout_ms is None else timedelta(milliseconds=scenario.timeout_ms)
     saga = Saga(ctx, "lab", strategy=strategy, timeout=timeout, keep_log=scenario.keep_log)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
+from podium import DeadLetterAction, IngressClient
 from podium.testing import PodiumEnv, assert_eventually, new_key
 
 pytestmark = pytest.mark.engine
@@ -97,6 +99,10 @@ def test_a_compensation_that_never_succeeds_is_a_dead_letter_and_stops(lab: Podi
         "payload": {"step": "b"},
         "error": "undo of b failed (attempt 2)",
         "attempts": 2,
+        "awakeableId": None,
+        "resolution": None,
+        "note": None,
+        "by": None,
     }
     assert counts(lab, key, "a")["undoAttempts"] == 0  # left for a person, in order
     assert lab.call(f"/LabSaga/{key}/Log")["deadLetters"] == [letter]
@@ -212,3 +218,91 @@ def test_a_value_that_does_not_validate_between_steps_compensates(lab: PodiumEnv
     assert counts(lab, key, "a")["undos"] == 1, "step a was left done: nothing compensated it"
     assert response.status_code == 200, response.text
     assert response.json()["errorType"] == "SagaCompensated"
+
+
+def held_letter(env: PodiumEnv, key: str) -> dict[str, Any]:
+    def open_letter() -> dict[str, Any]:
+        log = env.call(f"/LabSaga/{key}/Log")
+        assert log is not None
+        assert log["deadLetters"], log
+        letter: dict[str, Any] = log["deadLetters"][-1]
+        assert letter["awakeableId"], letter
+        return letter
+
+    return assert_eventually(open_letter, message="a dead letter held for a person")
+
+
+def test_a_held_dead_letter_retried_after_the_fault_is_gone_ends_compensated(lab: PodiumEnv) -> None:
+    key = new_key("saga")
+    scenario = {"steps": [step("a"), step("b", undo_fail=2), step("c", fail=-1)], "retryAttempts": 2}
+    invocation = lab.send(f"/LabSaga/{key}/Run", {**scenario, "holdMs": 600_000})
+    letter = held_letter(lab, key)
+    assert (letter["step"], letter["attempts"], letter["resolution"]) == ("b", 2, None)
+    assert counts(lab, key, "a")["undoAttempts"] == 0  # the rollback waits in order
+    with IngressClient(lab.ingress_url) as client:
+        client.act_on_dead_letter(letter["awakeableId"], DeadLetterAction(action="retry", by="ops-1"))
+        result = client.attach(invocation)
+    assert result["errorType"] == "SagaCompensated"
+    assert statuses(result) == {"a": "compensated", "b": "compensated", "c": "compensated"}
+    (closed,) = result["log"]["deadLetters"]
+    assert (closed["resolution"], closed["by"], closed["awakeableId"]) == ("compensated", "ops-1", None)
+    assert counts(lab, key, "b")["undos"] == 1
+    assert counts(lab, key, "a")["undos"] == 1
+
+
+def test_a_held_dead_letter_resolved_by_hand_records_the_note_and_goes_on(lab: PodiumEnv) -> None:
+    key = new_key("saga")
+    scenario = {"steps": [step("a"), step("b", undo_fail=-1), step("c", fail=-1)], "retryAttempts": 2}
+    invocation = lab.send(f"/LabSaga/{key}/Run", {**scenario, "holdMs": 600_000})
+    letter = held_letter(lab, key)
+    note = "refunded by hand in the back office, ticket 4711"
+    with IngressClient(lab.ingress_url) as client:
+        client.act_on_dead_letter(
+            letter["awakeableId"], DeadLetterAction(action="resolve", note=note, by="ops-2")
+        )
+        result = client.attach(invocation)
+    assert result["errorType"] == "SagaCompensated"
+    assert "resolved by hand: b" in result["error"]
+    assert statuses(result) == {"a": "compensated", "b": "resolved", "c": "compensated"}
+    (closed,) = result["log"]["deadLetters"]
+    assert (closed["resolution"], closed["note"], closed["by"]) == ("resolved", note, "ops-2")
+    assert counts(lab, key, "b")["undos"] == 0
+
+
+def test_a_retry_that_fails_again_holds_the_dead_letter_again(lab: PodiumEnv) -> None:
+    key = new_key("saga")
+    scenario = {"steps": [step("b", undo_fail=4), step("c", fail=-1, undo=False)], "retryAttempts": 2}
+    invocation = lab.send(f"/LabSaga/{key}/Run", {**scenario, "holdMs": 600_000})
+    first = held_letter(lab, key)
+    with IngressClient(lab.ingress_url) as client:
+        client.act_on_dead_letter(first["awakeableId"], DeadLetterAction(action="retry"))
+        second = assert_eventually(
+            lambda: (letter := held_letter(lab, key))["awakeableId"] != first["awakeableId"] and letter
+        )
+        assert second["attempts"] == 4
+        client.act_on_dead_letter(second["awakeableId"], DeadLetterAction(action="retry"))
+        result = client.attach(invocation)
+    assert statuses(result) == {"b": "compensated", "c": "failed"}
+    assert counts(lab, key, "b")["undoAttempts"] == 5
+
+
+def test_nobody_acting_within_the_hold_ends_the_saga_failed(lab: PodiumEnv) -> None:
+    _, result = run(
+        lab, [step("a"), step("b", undo_fail=-1), step("c", fail=-1)], retryAttempts=1, holdMs=300
+    )
+    assert result["errorType"] == "CompensationFailed"
+    assert statuses(result) == {"a": "not_compensated", "b": "dead_letter", "c": "compensated"}
+    (letter,) = result["log"]["deadLetters"]
+    assert (letter["awakeableId"], letter["resolution"]) == (None, None)
+
+
+def test_the_saga_log_names_its_invocation(lab: PodiumEnv) -> None:
+    key = new_key("saga")
+    invocation = lab.send(f"/LabSaga/{key}/Run", {"steps": [step("a")]})
+    assert_eventually(lambda: (lab.call(f"/LabSaga/{key}/Log") or {}).get("invocationId") == invocation)
+
+
+def test_resolving_a_dead_letter_needs_a_note() -> None:
+    with pytest.raises(ValidationError, match="note: required to resolve"):
+        DeadLetterAction(action="resolve", note="  ")
+    assert DeadLetterAction(action="retry").note is None
