@@ -4,13 +4,15 @@ UV_VERSION := 0.13.9
 TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
+# The dashboard's browser tests drive Debian's Chromium (Playwright cannot download its own here).
+CHROMIUM := /usr/bin/chromium
 BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 .PHONY: install run test check format bench bench-gateway clean
 
-install: $(VENV)/.synced node_modules/.installed
+install: $(VENV)/.synced node_modules/.installed $(CHROMIUM)
 
 $(UV):
 	python3 -m venv $(TOOLS)
@@ -23,6 +25,12 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; else \
+	  echo "make install needs Debian's chromium for the browser tests: apt-get install chromium (as root)"; \
+	  exit 1; fi; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null
 
 run: install
 	$(BIN)/podium up

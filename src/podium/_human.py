@@ -43,6 +43,13 @@ async def race_promise_with_timeout(
     return await with_timeout(ctx, promise.value(), timeout, cancel=False)
 
 
+APPROVAL_METADATA = "podium.approval"
+"""Handler metadata (seen in the engine's admin API) naming the approval a decision handler decides, so
+the dashboard finds pending approvals and their handlers without a list of its own."""
+DECISION_METADATA = "podium.decision"
+"""Handler metadata saying whether the handler approves or rejects."""
+
+
 class Decision(Model):
     """A person's answer to an approval request (the seed's ``Approval``)."""
 
@@ -132,5 +139,9 @@ def add_approval_handlers(
     async def reject_handler(ctx: WorkflowSharedContext, decision: Decision) -> ApprovalResult:
         return await decide(ctx, decision.model_copy(update={"approved": False}))
 
-    workflow.handler(approve, public=public)(approve_handler)
-    workflow.handler(reject, public=public)(reject_handler)
+    workflow.handler(
+        approve, public=public, metadata={APPROVAL_METADATA: name, DECISION_METADATA: "approve"}
+    )(approve_handler)
+    workflow.handler(reject, public=public, metadata={APPROVAL_METADATA: name, DECISION_METADATA: "reject"})(
+        reject_handler
+    )

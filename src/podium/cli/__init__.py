@@ -33,6 +33,8 @@ from podium._app import IDENTITY_KEYS_ENV
 from podium._logging import LOG_FORMAT_ENV, SYSTEM_ENV, JsonFormatter
 from podium._telemetry import ENDPOINT_ENV as OTLP_ENDPOINT_ENV
 from podium._telemetry import METRICS_DIR_ENV
+from podium.dashboard import HEALTH_PATH as DASHBOARD_HEALTH_PATH
+from podium.dashboard import SCOPE as DASHBOARD_SCOPE
 from podium.gateway import CLIENTS_FILE, HEALTH_PATH, ClientStore, ServiceLimit, TokenIssuer, parse_scopes
 from podium.runtime import (
     REQUEST_IDENTITY_FILE,
@@ -71,9 +73,11 @@ GATEWAY_MAX_IN_FLIGHT = 96
 (docs/performance.md): with 96 in flight and 32 queued, offered twice its capacity (400/s), the order
 flow completed 206 orders/s with p99 0.80 s and refused the rest in milliseconds."""
 GATEWAY_MAX_QUEUE = 32
+"""Default queue of ``podium up``'s gateway (a queued request waits at most a second)."""
 GATEWAY_METRICS_PORT = 9464
 """Where ``podium up``'s gateway serves its Prometheus metrics (loopback), OpenMetrics' customary port."""
-"""Default queue of ``podium up``'s gateway (a queued request waits at most a second)."""
+DASHBOARD_PORT = 8070
+"""Where ``podium up`` serves the dashboard (loopback)."""
 
 
 def auth_dir(data_dir: Path) -> Path:
@@ -135,7 +139,7 @@ def read_deployments(pyproject: Path) -> list[Deployment]:
     ]
 
 
-RESERVED_NAMES = frozenset({"engine", "gateway", "supervisor", "restate-server"})
+RESERVED_NAMES = frozenset({"engine", "gateway", "dashboard", "supervisor", "restate-server"})
 """Names of ``podium up``'s other units and log files, which no deployment may take."""
 RESTART = RestartPolicy()
 """``podium up``'s restart policy unless its options say otherwise (docs/operations.md)."""
@@ -183,6 +187,9 @@ def up(
     gateway_metrics_port: Annotated[
         int, typer.Option(help="Loopback port of the gateway's Prometheus metrics (0: none).")
     ] = GATEWAY_METRICS_PORT,
+    dashboard_port: Annotated[
+        int, typer.Option(help="Loopback port of the dashboard (sagas, dead letters, approvals; 0: none).")
+    ] = DASHBOARD_PORT,
 ) -> None:
     """Start the engine, every deployment and the gateway, and keep them up until Ctrl-C.
 
@@ -263,6 +270,11 @@ def up(
             env=tracing,
         )
         supervisor.add(gateway_unit(gateway, port=gateway_port))
+    if dashboard_port:
+        dashboard = dashboard_process(
+            engine.engine, data_dir=data_dir, port=dashboard_port, log_file=logs / "dashboard.log"
+        )
+        supervisor.add(dashboard_unit(dashboard, port=dashboard_port))
 
     def started(unit: Unit) -> None:
         if isinstance(unit, DeploymentUnit):
@@ -274,7 +286,10 @@ def up(
             typer.echo(f"starting restate-server (data in {data_dir}/restate-data) ...")
             supervisor.start(stop, on_start=started)
             if not stop.is_set():
-                banner = up_banner(engine.engine, data_dir, gateway_port, max_in_flight, max_queue, policy)
+                dashboard_line = dashboard_link(data_dir, dashboard_port) if dashboard_port else ""
+                banner = up_banner(
+                    engine.engine, data_dir, gateway_port, max_in_flight, max_queue, policy, dashboard_line
+                )
                 typer.echo(banner + observability_banner(engine.engine, gateway_metrics_port, otlp_endpoint))
                 supervisor.run(stop)
             typer.echo("stopping ...")
@@ -294,8 +309,9 @@ def up_banner(
     max_in_flight: int,
     max_queue: int,
     policy: RestartPolicy,
+    dashboard: str = "",
 ) -> str:
-    """What ``podium up`` prints once everything answers."""
+    """What ``podium up`` prints once everything answers (``dashboard``: its line, when it runs)."""
     front = ""
     if gateway_port:
         front = (
@@ -310,11 +326,64 @@ def up_banner(
         + front
         + f"  admin    {engine.admin_url}\n"
         f"  web UI   {engine.admin_url}/ui/\n"
-        f"  logs     {data_dir / 'logs'}/   (podium logs [NAME] [--follow])\n"
+        + dashboard
+        + f"  logs     {data_dir / 'logs'}/   (podium logs [NAME] [--follow])\n"
         f"Supervised: a process that exits is restarted (after {policy.delay.total_seconds():g} s, doubling "
         f"to {policy.max_delay.total_seconds():g} s); more than {policy.limit} exits in {window:g} s leave "
         "it failed. podium status shows the stack.\n"
         "Ctrl-C stops everything; `podium up` again resumes in-flight workflows."
+    )
+
+
+def dashboard_link(data_dir: Path, port: int) -> str:
+    """The dashboard's address with a sign-in token (good for a day), the way Jupyter prints its own."""
+    try:
+        signed = TokenIssuer(issuer_key(data_dir)).issue(
+            f"cli:{getpass.getuser()}", [DASHBOARD_SCOPE], timedelta(days=1)
+        )
+    except (KeyFileError, ValueError) as exc:
+        return f"  dashboard http://127.0.0.1:{port}/   (no sign-in link: {exc})\n"
+    return (
+        f"  dashboard http://127.0.0.1:{port}/?token={signed}\n"
+        f"           (sagas, dead letters, approvals; the link signs you in for a day, then: podium token "
+        f"--scope {DASHBOARD_SCOPE})\n"
+    )
+
+
+def dashboard_process(engine: Engine, *, data_dir: Path, port: int, log_file: Path) -> ChildProcess:
+    """The ``python -m podium.dashboard`` process reading ``engine`` (not started).
+
+    It lets in tokens of the same issuer as the gateway (with the scope ``dashboard:operator``).
+    """
+    key = issuer_key(data_dir)
+    argv = [
+        sys.executable,
+        "-m",
+        "podium.dashboard",
+        "--admin-url",
+        engine.admin_url,
+        "--ingress-url",
+        engine.ingress_url,
+        "--issuer-key",
+        str(key.path.resolve()),
+        "--retired-keys",
+        str((keys_dir(data_dir) / RETIRED_DIR / "issuer").resolve()),
+        "--port",
+        str(port),
+    ]
+    return ChildProcess(argv, log_file=log_file, env={LOG_FORMAT_ENV: "json"}, name="dashboard")
+
+
+def dashboard_unit(dashboard: ChildProcess, *, port: int) -> ProcessUnit:
+    """``dashboard`` as a supervised unit: healthy when its health path answers on ``port``."""
+    url = f"http://127.0.0.1:{port}"
+    return ProcessUnit(
+        "dashboard",
+        dashboard,
+        kind="dashboard",
+        ports=[port],
+        url=url,
+        health_urls=[f"{url}{DASHBOARD_HEALTH_PATH}"],
     )
 
 
