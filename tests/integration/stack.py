@@ -25,6 +25,7 @@ class Up:
         self.node = free_port()
         self.gateway = free_port()
         self.metrics = free_port()
+        self.dashboard = free_port()
         self.travel = free_port()
         self.config = tmp / "pyproject.toml"
         self.config.write_text(
@@ -63,6 +64,8 @@ class Up:
             str(self.gateway),
             "--gateway-metrics-port",
             str(self.metrics),
+            "--dashboard-port",
+            str(self.dashboard),
             *options,
         ]
         self.runs += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -35,10 +36,11 @@ def test_up_serves_the_seed_request_and_ctrl_c_stops_everything(tmp_path: Path) 
         assert sorted(p.name() for p in direct if p.name() == "restate-server") == ["restate-server"]
         commands = [" ".join(p.cmdline()) for p in direct]
         assert sum("podium.gateway" in c for c in commands) == 1
+        assert sum("podium.dashboard" in c for c in commands) == 1
         # common: granian + 1 worker; travel: granian + 2 workers (workers = 2 in the config)
         deployments = [p for p in direct if "granian" in " ".join(p.cmdline())]
         assert sorted(len(p.children()) for p in deployments) == [1, 2]
-        assert len(spawned) == 1 + 1 + 2 + 3
+        assert len(spawned) == 1 + 1 + 1 + 2 + 3
         text = up.output.read_text()
         assert f"http://127.0.0.1:{up.gateway}" in text
         assert f"http://127.0.0.1:{up.admin}/ui/" in text
@@ -58,6 +60,18 @@ def test_up_serves_the_seed_request_and_ctrl_c_stops_everything(tmp_path: Path) 
         # a private handler: not through the gateway, whatever the token
         closed = up.gateway_post(f"/FlightService/{trip_id}/Cancel", up.token("*:*"), {})
         assert closed.status_code == 404
+
+        # the dashboard: the printed link signs a browser in, and then it shows the booking's saga
+        link = re.search(rf"dashboard (http://127\.0\.0\.1:{up.dashboard}/\?token=\S+)", text)
+        assert link is not None, text
+        with httpx.Client(timeout=10) as browser:
+            signed_in = browser.get(link.group(1))
+            assert signed_in.status_code == 303
+            assert signed_in.headers["location"] == "/"
+            cookie = signed_in.cookies["podium_dashboard"]
+        with httpx.Client(timeout=10, cookies={"podium_dashboard": cookie}) as browser:
+            sagas = browser.get(f"http://127.0.0.1:{up.dashboard}/api/sagas", params={"key": trip_id}).json()
+        assert [(s["service"], s["status"]) for s in sagas] == [("TripOrchestrator", "completed")]
 
         # the engine signs its requests; a deployment's port refuses anyone else
         direct = httpx.post(f"http://127.0.0.1:{up.travel}/invoke/TripOrchestrator/GetBooking", content=b"")
