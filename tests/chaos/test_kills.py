@@ -361,7 +361,7 @@ def test_kill_9_under_load_brings_everything_back_and_loses_nothing(seed: int, u
     ):
         timeline.up = datetime.now(UTC)
         first = {unit.name: whole(up, unit.name) for unit in up.stack().units}
-        assert set(first) == {"engine", *WORKERS, "gateway"}
+        assert set(first) == {"engine", *WORKERS, "gateway", "dashboard"}
         client.headers["authorization"] = f"Bearer {up.token(*SCOPES)}"
         before = snapshot(facts_stack)
         tag = new_key("kill")

@@ -284,7 +284,7 @@ def test_up_restarts_the_gateway_and_the_engine_and_status_shows_the_stack(tmp_p
         shown = up.podium("status")
         assert shown.returncode == 0, shown.stdout + shown.stderr
         rows = status_rows(shown.stdout)
-        assert set(rows) == {"engine", "common", "travel", "gateway"}
+        assert set(rows) == {"engine", "common", "travel", "gateway", "dashboard"}
         for name, cells in rows.items():
             assert cells[-2:] == ["running", "healthy"], (name, cells)
         assert str(up.stack().pid) in shown.stdout
@@ -308,6 +308,13 @@ def test_up_restarts_the_gateway_and_the_engine_and_status_shows_the_stack(tmp_p
         missing = f"/TripOrchestrator/{new_key('trip')}/GetBooking"
         assert up.gateway_post(missing, up.token("travel:read")).status_code == 404  # through, no booking
 
+        # the dashboard
+        dashboard = up.unit("dashboard")
+        assert dashboard.pid is not None
+        os.kill(dashboard.pid, signal.SIGKILL)
+        up.restarted("dashboard", dashboard)
+        assert httpx.get(f"http://127.0.0.1:{up.dashboard}/health").status_code == 200
+
         # the engine, with a booking in flight: same data directory, deployments registered, it finishes
         trip_id = slow_booking_in_flight(up, payments)
         engine = up.unit("engine")
@@ -322,6 +329,7 @@ def test_up_restarts_the_gateway_and_the_engine_and_status_shows_the_stack(tmp_p
 
         said = up.said()
         assert "gateway exited (killed by SIGKILL); restarting in 0.5 s (restart 1)" in said
+        assert "dashboard exited (killed by SIGKILL); restarting in 0.5 s (restart 1)" in said
         assert "engine exited (killed by SIGKILL); restarting in 0.5 s (restart 1)" in said
         assert "engine: deployments registered again: common, travel" in said
         assert process.poll() is None
