@@ -468,10 +468,12 @@ def _bars(
             if step.name not in action_end and (step.status in done_actions or step.status in undone):
                 outcome = "failed" if step.status == StepStatus.FAILED else "completed"
                 action_end[step.name] = (at, outcome)
-            if step.status in undone and step.name not in undo_end:
-                undo_start.setdefault(step.name, last_undo_end or at)
+            if step.status in undone and undo_end.get(step.name, (at, ""))[1] != step.status.value:
+                # A dead letter retried or resolved later ends its bar later, with its new outcome.
+                if step.name not in undo_start:
+                    undo_start[step.name] = last_undo_end or at
+                    last_undo_end = at
                 undo_end[step.name] = (at, step.status.value)
-                last_undo_end = at
     bars: list[Bar] = []
     for step in final.steps:
         start = first_seen.get(step.name)
@@ -488,19 +490,12 @@ def _bars(
                 open=ended is None,
             )
         )
+        held = any(d.step == step.name and d.awakeable_id for d in final.dead_letters)
         if step.name in undo_end:
             finish, undo_outcome = undo_end[step.name]
-            bars.append(Bar(step.name, "undo", undo_outcome, undo_start[step.name], finish))
-        elif (
-            compensating_since is not None
-            and step.has_compensation
-            and final.status == SagaStatus.COMPENSATING
-        ):
-            held = any(d.step == step.name and d.awakeable_id for d in final.dead_letters)
-            if held:
-                bars.append(
-                    Bar(step.name, "undo", "held", last_undo_end or compensating_since, now, open=True)
-                )
+            if held:  # waiting for a person since its last attempt failed
+                finish, undo_outcome = now, "held"
+            bars.append(Bar(step.name, "undo", undo_outcome, undo_start[step.name], finish, open=held))
     return bars
 
 
