@@ -319,8 +319,20 @@ _READERS = 8
 
 
 def _read_all(read: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    def patient(item: T) -> R:
+        # Reads are idempotent: one that met a kept-alive connection the server had just closed
+        # ("Server disconnected without sending a response") is asked again on a fresh one.
+        for attempt in range(1, 4):
+            try:
+                return read(item)
+            except httpx.TransportError:
+                if attempt == 3:
+                    raise
+                time.sleep(0.2 * attempt)
+        raise AssertionError("unreachable")
+
     with concurrent.futures.ThreadPoolExecutor(_READERS) as pool:
-        return list(pool.map(read, items))
+        return list(pool.map(patient, items))
 
 
 def gather(stack: Stack, load: Load, before: Snapshot) -> Facts:

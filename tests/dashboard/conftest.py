@@ -6,15 +6,18 @@ browser download is not used. Screenshots go to ``test-artifacts/dashboard/``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import shutil
-from collections.abc import Iterator
+import threading
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.async_api import Page, async_playwright
 
 from podium.dashboard import DashboardConfig, create_app
 from podium.gateway import TokenIssuer, TokenVerifier
@@ -76,48 +79,60 @@ def dashboard(podium_engine: EngineHandle, podium_deployer: Deployer) -> Iterato
             server.stop()
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
+def browse(scenario: Coroutine[Any, Any, None]) -> None:
+    """Run a browser scenario on a thread of its own, and raise what it raised.
+
+    Playwright drives its driver with greenlets; on Python 3.11 that leaves the thread's recursion
+    accounting off, and every module compiled on that thread afterwards fails ("AST constructor
+    recursion depth mismatch"). A thread per scenario keeps the test session's own thread clean.
+    """
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(scenario)
+        except BaseException as exc:  # re-raised on the test's thread
+            failures.append(exc)
+
+    thread = threading.Thread(target=run, name="browser")
+    thread.start()
+    thread.join()
+    if failures:
+        raise failures[0]
+
+
+@contextlib.asynccontextmanager
+async def signed_in(dashboard: DashboardEnv) -> AsyncIterator[Page]:
+    """A browser page that opened the sign-in link, so it holds the session cookie.
+
+    Playwright's async API, in a scenario run by :func:`browse`.
+    """
     executable = shutil.which("chromium")
     if executable is None:
         pytest.fail("Debian's chromium is missing: `make install` installs it (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
         try:
-            yield launched
+            context = await browser.new_context(viewport={"width": 1280, "height": 900})
+            page = await context.new_page()
+            await page.goto(dashboard.sign_in_link())
+            yield page
         finally:
-            launched.close()
+            await browser.close()
 
 
-@pytest.fixture
-def context(browser: Browser) -> Iterator[BrowserContext]:
-    fresh = browser.new_context(viewport={"width": 1280, "height": 900})
-    try:
-        yield fresh
-    finally:
-        fresh.close()
-
-
-@pytest.fixture
-def page(context: BrowserContext, dashboard: DashboardEnv) -> Page:
-    """A signed-in page: the sign-in link was opened, and the browser holds the session cookie."""
-    opened = context.new_page()
-    opened.goto(dashboard.sign_in_link())
-    return opened
-
-
-def screenshot(page: Page, name: str) -> Path:
+async def screenshot(page: Page, name: str) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    await page.screenshot(path=str(path), full_page=True)
     return path
 
 
-def keep_marker(page: Page) -> None:
+async def keep_marker(page: Page) -> None:
     """Mark the page's window: the mark is gone if the page is ever reloaded or left."""
-    page.evaluate("window.__podiumMarker = 'not reloaded'")
+    await page.evaluate("window.__podiumMarker = 'not reloaded'")
 
 
-def was_not_reloaded(page: Page) -> bool:
-    marker: Any = page.evaluate("window.__podiumMarker")
+async def was_not_reloaded(page: Page) -> bool:
+    marker: Any = await page.evaluate("window.__podiumMarker")
     return bool(marker == "not reloaded")

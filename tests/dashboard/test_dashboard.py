@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.async_api import expect
 
 from podium import IngressClient
 from podium.testing import assert_eventually, new_key
-from tests.dashboard.conftest import DashboardEnv, keep_marker, screenshot, was_not_reloaded
+from tests.dashboard.conftest import (
+    DashboardEnv,
+    browse,
+    keep_marker,
+    screenshot,
+    signed_in,
+    was_not_reloaded,
+)
 
 pytestmark = pytest.mark.engine
 
@@ -23,42 +31,46 @@ ATLANTIS = {
 LIVE = 10_000  # ms: a change must show without a reload well within this (it takes about a second)
 
 
-def test_a_trip_failing_at_the_hotel_appears_compensated_without_a_reload(
-    page: Page, dashboard: DashboardEnv
-) -> None:
+def test_a_trip_failing_at_the_hotel_appears_compensated_without_a_reload(dashboard: DashboardEnv) -> None:
+    browse(_trip_failing_at_the_hotel(dashboard))
+
+
+async def _trip_failing_at_the_hotel(dashboard: DashboardEnv) -> None:
     trip = new_key("trip")
-    assert "token=" not in page.url  # the link signed in, then the browser went to the clean URL
-    page.goto(f"{dashboard.url}/?key={trip}")
-    expect(page.locator("table.sagas")).to_contain_text("No saga matches")
-    keep_marker(page)
+    async with signed_in(dashboard) as page:
+        assert "token=" not in page.url  # the link signed in, then the browser went to the clean URL
+        await page.goto(f"{dashboard.url}/?key={trip}")
+        await expect(page.locator("table.sagas")).to_contain_text("No saga matches")
+        await keep_marker(page)
 
-    booking = dashboard.engine.call(f"/TripOrchestrator/{trip}/BookTrip", {"customerId": trip, **ATLANTIS})
-    assert booking["status"] == "failed"
+        booking = await asyncio.to_thread(
+            dashboard.engine.call, f"/TripOrchestrator/{trip}/BookTrip", {"customerId": trip, **ATLANTIS}
+        )
+        assert booking["status"] == "failed"
 
-    row = page.locator(f"tr[data-key='{trip}']")
-    expect(row).to_have_attribute("data-status", "compensated", timeout=LIVE)
-    expect(row).to_contain_text("travel")
-    assert was_not_reloaded(page)
-    screenshot(page, "sagas-atlantis")
+        row = page.locator(f"tr[data-key='{trip}']")
+        await expect(row).to_have_attribute("data-status", "compensated", timeout=LIVE)
+        await expect(row).to_contain_text("travel")
+        assert await was_not_reloaded(page)
+        await screenshot(page, "sagas-atlantis")
 
-    row.get_by_role("link").click()
-    steps = page.locator("table.steps tbody tr")
-    expect(steps.first).to_be_visible()
-    statuses = {
-        steps.nth(i).get_attribute("data-step"): steps.nth(i).get_attribute("data-status")
-        for i in range(steps.count())
-    }
-    undoable = {"reserve-flight", "reserve-hotel", "charge-payment"}
-    assert {step: statuses[step] for step in undoable} == dict.fromkeys(undoable, "compensated")
-    bars = page.locator("svg.timeline rect[data-kind='undo']")
-    assert sorted(bars.nth(i).get_attribute("data-step") or "" for i in range(bars.count())) == sorted(
-        undoable
-    )
-    expect(page.locator("h1")).to_contain_text("compensated")
-    screenshot(page, "saga-atlantis-timeline")
+        await row.get_by_role("link").click()
+        steps = page.locator("table.steps tbody tr")
+        await expect(steps.first).to_be_visible()
+        statuses = {
+            await steps.nth(i).get_attribute("data-step"): await steps.nth(i).get_attribute("data-status")
+            for i in range(await steps.count())
+        }
+        undoable = {"reserve-flight", "reserve-hotel", "charge-payment"}
+        assert {step: statuses[step] for step in undoable} == dict.fromkeys(undoable, "compensated")
+        bars = page.locator("svg.timeline rect[data-kind='undo']")
+        drawn = [await bars.nth(i).get_attribute("data-step") or "" for i in range(await bars.count())]
+        assert sorted(drawn) == sorted(undoable)
+        await expect(page.locator("h1")).to_contain_text("compensated")
+        await screenshot(page, "saga-atlantis-timeline")
 
 
-def _held(dashboard: DashboardEnv, key: str) -> dict[str, Any]:
+async def _held(dashboard: DashboardEnv, key: str) -> dict[str, Any]:
     def letter() -> dict[str, Any]:
         log = dashboard.engine.call(f"/LabSaga/{key}/Log")
         assert log is not None
@@ -67,7 +79,18 @@ def _held(dashboard: DashboardEnv, key: str) -> dict[str, Any]:
         found: dict[str, Any] = log["deadLetters"][-1]
         return found
 
-    return assert_eventually(letter, timeout=30, message=f"a held dead letter in {key}")
+    return await asyncio.to_thread(
+        assert_eventually, letter, timeout=30, message=f"a held dead letter in {key}"
+    )
+
+
+async def _attach(dashboard: DashboardEnv, invocation: str) -> dict[str, Any]:
+    def attach() -> dict[str, Any]:
+        with IngressClient(dashboard.engine.ingress_url, timeout=60) as ingress:
+            answer: dict[str, Any] = ingress.attach(invocation)
+            return answer
+
+    return await asyncio.to_thread(attach)
 
 
 def _scenario(undo_fail: int) -> dict[str, Any]:
@@ -83,81 +106,94 @@ def _scenario(undo_fail: int) -> dict[str, Any]:
 
 
 def test_a_dead_letter_is_retried_from_the_page_and_another_resolved_with_a_note(
-    page: Page, dashboard: DashboardEnv
+    dashboard: DashboardEnv,
 ) -> None:
-    page.goto(f"{dashboard.url}/dead-letters")
-    keep_marker(page)
-    # The compensation of b fails twice, which is every attempt the saga makes: a dead letter, held.
-    # A third attempt succeeds: the fault is gone by the time a person retries.
-    retried = new_key("saga")
-    invocation = dashboard.engine.send(f"/LabSaga/{retried}/Run", _scenario(undo_fail=2))
-    _held(dashboard, retried)
-    letter = page.locator(f".letter.open[data-key='{retried}'][data-step='b']")
-    expect(letter).to_be_visible(timeout=LIVE)
-    assert was_not_reloaded(page)
-    screenshot(page, "dead-letter-held")
-    letter.get_by_role("button", name="Retry compensation").click()
-    with IngressClient(dashboard.engine.ingress_url, timeout=60) as ingress:
-        result = ingress.attach(invocation)
-    assert result["errorType"] == "SagaCompensated"
-    assert [s["status"] for s in result["log"]["steps"]] == ["compensated"] * 3
-    assert result["log"]["deadLetters"][0]["resolution"] == "compensated"
-    assert result["log"]["deadLetters"][0]["by"] == "ops-test"
-    closed = page.locator(f".letter[data-key='{retried}'][data-step='b'] .resolution")
-    expect(closed).to_contain_text("compensated by ops-test", timeout=LIVE)
-
-    # This one never succeeds: a person undoes it by hand and says so.
-    resolved = new_key("saga")
-    invocation = dashboard.engine.send(f"/LabSaga/{resolved}/Run", _scenario(undo_fail=-1))
-    _held(dashboard, resolved)
-    letter = page.locator(f".letter.open[data-key='{resolved}'][data-step='b']")
-    expect(letter).to_be_visible(timeout=LIVE)
-    note = "refunded by hand in the back office, ticket 4711"
-    letter.get_by_label("note").fill(note)
-    letter.get_by_role("button", name="Mark resolved").click()
-    with IngressClient(dashboard.engine.ingress_url, timeout=60) as ingress:
-        result = ingress.attach(invocation)
-    assert result["errorType"] == "SagaCompensated"
-    assert {s["name"]: s["status"] for s in result["log"]["steps"]} == {
-        "a": "compensated",
-        "b": "resolved",
-        "c": "compensated",
-    }
-    (kept,) = dashboard.engine.call(f"/LabSaga/{resolved}/Log")["deadLetters"]
-    assert (kept["resolution"], kept["note"], kept["by"]) == ("resolved", note, "ops-test")
-    closed = page.locator(f".letter[data-key='{resolved}'][data-step='b'] .resolution")
-    expect(closed).to_contain_text(note, timeout=LIVE)
-    assert was_not_reloaded(page)
-    screenshot(page, "dead-letters-closed")
+    browse(_dead_letters(dashboard))
 
 
-def test_a_pending_claim_is_approved_from_the_page_and_pays_out(page: Page, dashboard: DashboardEnv) -> None:
+async def _dead_letters(dashboard: DashboardEnv) -> None:
+    async with signed_in(dashboard) as page:
+        await page.goto(f"{dashboard.url}/dead-letters")
+        await keep_marker(page)
+        # The compensation of b fails twice, which is every attempt the saga makes: a dead letter, held.
+        # A third attempt succeeds: the fault is gone by the time a person retries.
+        retried = new_key("saga")
+        invocation = dashboard.engine.send(f"/LabSaga/{retried}/Run", _scenario(undo_fail=2))
+        await _held(dashboard, retried)
+        letter = page.locator(f".letter.open[data-key='{retried}'][data-step='b']")
+        await expect(letter).to_be_visible(timeout=LIVE)
+        assert await was_not_reloaded(page)
+        await screenshot(page, "dead-letter-held")
+        await letter.get_by_role("button", name="Retry compensation").click()
+        result = await _attach(dashboard, invocation)
+        assert result["errorType"] == "SagaCompensated"
+        assert [s["status"] for s in result["log"]["steps"]] == ["compensated"] * 3
+        assert result["log"]["deadLetters"][0]["resolution"] == "compensated"
+        assert result["log"]["deadLetters"][0]["by"] == "ops-test"
+        closed = page.locator(f".letter[data-key='{retried}'][data-step='b'] .resolution")
+        await expect(closed).to_contain_text("compensated by ops-test", timeout=LIVE)
+
+        # This one never succeeds: a person undoes it by hand and says so.
+        resolved = new_key("saga")
+        invocation = dashboard.engine.send(f"/LabSaga/{resolved}/Run", _scenario(undo_fail=-1))
+        await _held(dashboard, resolved)
+        letter = page.locator(f".letter.open[data-key='{resolved}'][data-step='b']")
+        await expect(letter).to_be_visible(timeout=LIVE)
+        note = "refunded by hand in the back office, ticket 4711"
+        await letter.get_by_label("note").fill(note)
+        await letter.get_by_role("button", name="Mark resolved").click()
+        result = await _attach(dashboard, invocation)
+        assert result["errorType"] == "SagaCompensated"
+        assert {s["name"]: s["status"] for s in result["log"]["steps"]} == {
+            "a": "compensated",
+            "b": "resolved",
+            "c": "compensated",
+        }
+        (kept,) = dashboard.engine.call(f"/LabSaga/{resolved}/Log")["deadLetters"]
+        assert (kept["resolution"], kept["note"], kept["by"]) == ("resolved", note, "ops-test")
+        closed = page.locator(f".letter[data-key='{resolved}'][data-step='b'] .resolution")
+        await expect(closed).to_contain_text(note, timeout=LIVE)
+        assert await was_not_reloaded(page)
+        await screenshot(page, "dead-letters-closed")
+
+
+def test_a_pending_claim_is_approved_from_the_page_and_pays_out(dashboard: DashboardEnv) -> None:
+    browse(_approval(dashboard))
+
+
+async def _approval(dashboard: DashboardEnv) -> None:
     claim_id = new_key("claim")
-    page.goto(f"{dashboard.url}/approvals")
-    keep_marker(page)
-    dashboard.engine.send(
-        f"/ClaimSaga/{claim_id}/Run",
-        {
-            "claimId": claim_id,
-            "policyId": "POL-1001",
-            "customerId": "cust-alice",
-            "amount": 1250.0,
-            "description": "broken wrist, emergency room",
-            "incidentDate": "2025-03-14",
-        },
-    )
-    row = page.locator(f"tr[data-key='{claim_id}']")
-    expect(row).to_be_visible(timeout=LIVE)
-    expect(row).to_contain_text(re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"))  # its deadline
-    assert was_not_reloaded(page)
-    screenshot(page, "approvals-pending")
-    row.get_by_label("comment").fill("receipts check out")
-    row.get_by_role("button", name="Approve").click()
-    with IngressClient(dashboard.engine.ingress_url, timeout=90) as ingress:
-        result = ingress.workflow_attach("ClaimSaga", claim_id)
-    assert result["status"] == "paid"
-    assert result["approval"] == {"approved": True, "by": "ops-test", "comment": "receipts check out"}
-    expect(row).to_have_count(0, timeout=LIVE)
+    async with signed_in(dashboard) as page:
+        await page.goto(f"{dashboard.url}/approvals")
+        await keep_marker(page)
+        dashboard.engine.send(
+            f"/ClaimSaga/{claim_id}/Run",
+            {
+                "claimId": claim_id,
+                "policyId": "POL-1001",
+                "customerId": "cust-alice",
+                "amount": 1250.0,
+                "description": "broken wrist, emergency room",
+                "incidentDate": "2025-03-14",
+            },
+        )
+        row = page.locator(f"tr[data-key='{claim_id}']")
+        await expect(row).to_be_visible(timeout=LIVE)
+        await expect(row).to_contain_text(re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"))  # its deadline
+        assert await was_not_reloaded(page)
+        await screenshot(page, "approvals-pending")
+        await row.get_by_label("comment").fill("receipts check out")
+        await row.get_by_role("button", name="Approve").click()
+
+        def outcome() -> dict[str, Any]:
+            with IngressClient(dashboard.engine.ingress_url, timeout=90) as ingress:
+                answer: dict[str, Any] = ingress.workflow_attach("ClaimSaga", claim_id)
+                return answer
+
+        result = await asyncio.to_thread(outcome)
+        assert result["status"] == "paid"
+        assert result["approval"] == {"approved": True, "by": "ops-test", "comment": "receipts check out"}
+        await expect(row).to_have_count(0, timeout=LIVE)
 
 
 def test_without_a_token_the_dashboard_and_its_data_are_refused(dashboard: DashboardEnv) -> None:

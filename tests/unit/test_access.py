@@ -101,6 +101,10 @@ def test_ingress_private_passed_to_a_handler_is_refused(registrar: str, value: b
 # -- what the engine is told ----------------------------------------------------------------------------
 
 
+APPROVE = {"podium.approval": "approval", "podium.decision": "approve"}
+REJECT = {"podium.approval": "approval", "podium.decision": "reject"}
+
+
 def test_the_manifest_marks_private_handlers_and_names_kinds_and_systems() -> None:
     quotes = Service("Quotes", system="shop", metadata={"team": "pricing"})
     carts = VirtualObject("Cart", system="shop")
@@ -154,11 +158,11 @@ def test_the_manifest_marks_private_handlers_and_names_kinds_and_systems() -> No
         "Cart/Add": (False, {"owner": "cart-team", "podium.access": "write"}),
         "Cart/Peek": (True, None),
         "Claim/Run": (False, {"podium.access": "write"}),
-        "Claim/Approve": (False, {"podium.access": "operator"}),
-        "Claim/Reject": (False, {"podium.access": "operator"}),
+        "Claim/Approve": (False, {**APPROVE, "podium.access": "operator"}),
+        "Claim/Reject": (False, {**REJECT, "podium.access": "operator"}),
         "Review/Run": (True, None),
-        "Review/Approve": (True, None),
-        "Review/Reject": (True, None),
+        "Review/Approve": (True, APPROVE),  # the dashboard finds decision handlers by their metadata
+        "Review/Reject": (True, REJECT),
     }
 
 

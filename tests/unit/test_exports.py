@@ -26,6 +26,8 @@ def test_podium_exports() -> None:
         "LOG_LEVEL_ENV",
         "SYSTEM_ENV",
         "DeadLetter",
+        "DeadLetterAction",
+        "DeadLetterResolution",
         "Deadline",
         "Decision",
         "FanOutError",

@@ -203,7 +203,9 @@ def _problem(status: int, message: str) -> JSONResponse:
 def create_app(config: DashboardConfig) -> Starlette:
     """The dashboard as an ASGI app."""
     templates = _templates()
-    http = httpx.AsyncClient(timeout=20.0)
+    # No kept-alive connections: each look at the engine opens and closes its own (loopback, cheap), so
+    # none is left half-open when the engine closes an idle one or a page cancels a request.
+    http = httpx.AsyncClient(timeout=20.0, limits=httpx.Limits(max_keepalive_connections=0))
     data = EngineData(config.admin_url, http)
     changes = _Changes(data, config.poll_interval)
     ingress = config.ingress_url.rstrip("/")
@@ -428,8 +430,9 @@ async def _json_body(request: Request) -> dict[str, Any] | Response:
 def _validation_message(error: ValidationError) -> str:
     problems = []
     for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "body"
-        problems.append(f"{where}: {item['msg'].removeprefix('Value error, ')}")
+        message = item["msg"].removeprefix("Value error, ")
+        where = ".".join(str(p) for p in item["loc"])
+        problems.append(f"{where}: {message}" if where else message)
     return "; ".join(problems)
 
 

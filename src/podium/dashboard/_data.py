@@ -13,12 +13,13 @@ copied or cached beyond a few seconds, so the page cannot drift from the truth.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import json
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,15 @@ NEEDS_A_PERSON = "needs a person"
 """The status shown for a saga a person must act on: a held dead letter, or one that gave up."""
 STATUSES = ("running", "compensating", "completed", "compensated", "failed", NEEDS_A_PERSON)
 _INVOCATION_ID = re.compile(r"^inv_[0-9A-Za-z]+$")
+
+
+async def _finished(request: Coroutine[Any, Any, httpx.Response]) -> httpx.Response:
+    """Await ``request`` to its end even if the page that asked for it goes away.
+
+    A browser that leaves a page cancels its request, and the dashboard's handler with it; cancelled
+    mid-response, its connection to the engine would be dropped without being closed.
+    """
+    return await asyncio.shield(request)
 
 
 class EngineError(Exception):
@@ -228,8 +238,10 @@ class EngineData:
     async def query(self, sql: str) -> list[dict[str, Any]]:
         """Rows of ``sql`` run by the engine (a column that is NULL is left out of its row)."""
         try:
-            response = await self.http.post(
-                f"{self.admin_url}/query", json={"query": sql}, headers={"accept": "application/json"}
+            response = await _finished(
+                self.http.post(
+                    f"{self.admin_url}/query", json={"query": sql}, headers={"accept": "application/json"}
+                )
             )
         except httpx.HTTPError as exc:
             raise EngineError(f"the engine's admin API did not answer: {exc}") from exc
@@ -243,7 +255,7 @@ class EngineData:
         if time.monotonic() - self._services_at < self.services_ttl:
             return self._services
         try:
-            response = await self.http.get(f"{self.admin_url}/services")
+            response = await _finished(self.http.get(f"{self.admin_url}/services"))
             response.raise_for_status()
         except httpx.HTTPError as exc:
             raise EngineError(f"the engine's admin API did not answer: {exc}") from exc
