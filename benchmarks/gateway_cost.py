@@ -30,10 +30,10 @@ from typing import Any
 from benchmarks.loadgen import open_loop, run_load
 from benchmarks.postgres import process_cpu_seconds
 from benchmarks.run import RESULTS, percentile
+from benchmarks.targets import flows_engine
 from podium.cli import gateway_process, issuer_key, start_gateway
 from podium.gateway import TokenIssuer
-from podium.runtime import ChildProcess, DeploymentProcess, Engine, free_port
-from podium.testing import test_engine_config
+from podium.runtime import ChildProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PATH = "/Ping/Ping"
@@ -90,15 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         stack.callback(
             subprocess.run, ["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, check=False
         )
-        engine = Engine(test_engine_config(home / "engine"))
-        engine.start()
-        stack.callback(engine.stop)
-        service = DeploymentProcess(
-            "benchmarks.flows:podium_app", log_file=home / "service.log", cwd=ROOT, workers=2
-        )
-        service.start(timeout=60)
-        stack.callback(service.stop)
-        engine.register(service.url)
+        engine = flows_engine(stack, home)
         current_port, baseline_port = free_port(), free_port()
         current = gateway_process(
             engine.ingress_url,

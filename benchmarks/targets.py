@@ -291,3 +291,17 @@ def parse_target(text: str) -> tuple[str, StackOptions]:
         default = getattr(StackOptions(), key)
         fields[key] = type(default)(value)
     return flow, StackOptions(**fields)  # type: ignore[arg-type]
+
+
+def flows_engine(stack: ExitStack, home: Path) -> Engine:
+    """A fresh engine under ``home`` with the benchmark flows registered; ``stack`` stops both."""
+    engine = Engine(test_engine_config(home / "engine"))
+    engine.start()
+    stack.callback(engine.stop)
+    service = DeploymentProcess(
+        "benchmarks.flows:podium_app", log_file=home / "service.log", cwd=ROOT, workers=2
+    )
+    service.start(timeout=60)
+    stack.callback(service.stop)
+    engine.register(service.url)
+    return engine

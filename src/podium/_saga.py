@@ -45,7 +45,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from restate import Context, RestateDurableCallFuture, RestateDurableFuture, TerminalError, wait_completed
 
 from podium._concurrency import with_timeout
@@ -235,16 +235,17 @@ class DeadLetterAction(Model):
     """A person's answer to a held dead letter: ``retry`` its compensation, or ``resolve`` it by hand."""
 
     action: Literal["retry", "resolve"]
-    note: str | None = Field(default=None, max_length=2000)
+    note: str | None = Field(default=None, max_length=2000, validate_default=True)
     """Why, or what was done by hand (required to resolve)."""
     by: str | None = Field(default=None, max_length=200)
     """Who acted."""
 
-    @model_validator(mode="after")
-    def _resolving_says_why(self) -> DeadLetterAction:
-        if self.action == "resolve" and not (self.note or "").strip():
-            raise ValueError("note: required to resolve a dead letter (say what was done by hand)")
-        return self
+    @field_validator("note", mode="after")
+    @classmethod
+    def _resolving_says_why(cls, note: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("action") == "resolve" and not (note or "").strip():
+            raise ValueError("required to resolve a dead letter (say what was done by hand)")
+        return note
 
 
 class SagaLog(Model):

@@ -303,6 +303,6 @@ def test_the_saga_log_names_its_invocation(lab: PodiumEnv) -> None:
 
 
 def test_resolving_a_dead_letter_needs_a_note() -> None:
-    with pytest.raises(ValidationError, match="note: required to resolve"):
+    with pytest.raises(ValidationError, match="required to resolve a dead letter"):
         DeadLetterAction(action="resolve", note="  ")
     assert DeadLetterAction(action="retry").note is None

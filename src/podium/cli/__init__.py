@@ -355,7 +355,6 @@ def dashboard_process(engine: Engine, *, data_dir: Path, port: int, log_file: Pa
 
     It lets in tokens of the same issuer as the gateway (with the scope ``dashboard:operator``).
     """
-    key = issuer_key(data_dir)
     argv = [
         sys.executable,
         "-m",
@@ -364,10 +363,7 @@ def dashboard_process(engine: Engine, *, data_dir: Path, port: int, log_file: Pa
         engine.admin_url,
         "--ingress-url",
         engine.ingress_url,
-        "--issuer-key",
-        str(key.path.resolve()),
-        "--retired-keys",
-        str((keys_dir(data_dir) / RETIRED_DIR / "issuer").resolve()),
+        *issuer_args(data_dir),
         "--port",
         str(port),
     ]
@@ -376,15 +372,33 @@ def dashboard_process(engine: Engine, *, data_dir: Path, port: int, log_file: Pa
 
 def dashboard_unit(dashboard: ChildProcess, *, port: int) -> ProcessUnit:
     """``dashboard`` as a supervised unit: healthy when its health path answers on ``port``."""
+    return loopback_unit("dashboard", dashboard, port=port, health_path=DASHBOARD_HEALTH_PATH)
+
+
+def loopback_unit(
+    name: str, process: ChildProcess, *, port: int, health_path: str, stop_grace: float = 8.0
+) -> ProcessUnit:
+    """A process serving HTTP on a loopback ``port``, supervised as unit ``name`` (also its kind)."""
     url = f"http://127.0.0.1:{port}"
     return ProcessUnit(
-        "dashboard",
-        dashboard,
-        kind="dashboard",
+        name,
+        process,
+        kind=name,
         ports=[port],
         url=url,
-        health_urls=[f"{url}{DASHBOARD_HEALTH_PATH}"],
+        health_urls=[f"{url}{health_path}"],
+        stop_grace=stop_grace,
     )
+
+
+def issuer_args(data_dir: Path) -> list[str]:
+    """The command-line options naming the token issuer's key and the retired keys still trusted."""
+    return [
+        "--issuer-key",
+        str(issuer_key(data_dir).path.resolve()),
+        "--retired-keys",
+        str((keys_dir(data_dir) / RETIRED_DIR / "issuer").resolve()),
+    ]
 
 
 def observability_banner(engine: Engine, gateway_metrics_port: int, otlp_endpoint: str | None) -> str:
@@ -456,7 +470,6 @@ def gateway_process(
     It verifies tokens signed with the issuer key under ``data_dir`` (made now if missing) and the
     retired keys beside it, and serves the Auth Service's token endpoint from the client store there.
     """
-    key = issuer_key(data_dir)
     argv = [
         sys.executable,
         "-m",
@@ -465,10 +478,7 @@ def gateway_process(
         upstream,
         "--admin-url",
         admin_url,
-        "--issuer-key",
-        str(key.path.resolve()),
-        "--retired-keys",
-        str((keys_dir(data_dir) / RETIRED_DIR / "issuer").resolve()),
+        *issuer_args(data_dir),
         "--clients",
         str((auth_dir(data_dir) / CLIENTS_FILE).resolve()),
         "--host",
@@ -493,16 +503,8 @@ def gateway_process(
 
 def gateway_unit(gateway: ChildProcess, *, port: int) -> ProcessUnit:
     """``gateway`` as a supervised unit: healthy when its health path answers on ``port``."""
-    url = f"http://127.0.0.1:{port}"
-    return ProcessUnit(
-        "gateway",
-        gateway,
-        kind="gateway",
-        ports=[port],
-        url=url,
-        health_urls=[f"{url}{HEALTH_PATH}"],
-        stop_grace=12.0,  # the gateway lets forwarded requests finish for up to 10 s
-    )
+    # The gateway lets forwarded requests finish for up to 10 s before it stops.
+    return loopback_unit("gateway", gateway, port=port, health_path=HEALTH_PATH, stop_grace=12.0)
 
 
 def start_gateway(gateway: ChildProcess, *, port: int) -> None:
