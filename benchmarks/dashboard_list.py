@@ -29,13 +29,11 @@ from typing import Any
 import httpx
 
 from benchmarks.run import RESULTS
+from benchmarks.targets import flows_engine
 from podium.dashboard import DashboardConfig, create_app
 from podium.dashboard._data import EngineData
 from podium.gateway import TokenIssuer, TokenVerifier
-from podium.runtime import DeploymentProcess, Engine, KeyPair, ThreadedServer
-from podium.testing import test_engine_config
-
-ROOT = Path(__file__).resolve().parent.parent
+from podium.runtime import KeyPair, ThreadedServer
 
 
 async def fill(ingress: str, admin: str, start: int, stop: int, *, concurrency: int = 64) -> None:
@@ -82,15 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[dict[str, Any]] = []
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="podium-dash-bench-") as tmp:
         home = Path(tmp)
-        engine = Engine(test_engine_config(home / "engine"))
-        engine.start()
-        stack.callback(engine.stop)
-        service = DeploymentProcess(
-            "benchmarks.flows:podium_app", log_file=home / "service.log", cwd=ROOT, workers=2
-        )
-        service.start(timeout=60)
-        stack.callback(service.stop)
-        engine.register(service.url)
+        engine = flows_engine(stack, home)
         issuer = TokenIssuer(KeyPair.load_or_create(home / "issuer.pem"))
         config = DashboardConfig(
             admin_url=engine.admin_url,

@@ -235,6 +235,38 @@ def test_without_a_token_the_dashboard_and_its_data_are_refused(dashboard: Dashb
         assert client.post("/api/dead-letters/act", json=act).status_code == 403  # no Origin at all
 
 
+def test_the_list_is_filtered_by_system_status_key_and_time_and_dead_letters(
+    dashboard: DashboardEnv,
+) -> None:
+    held = new_key("filtered")
+    dashboard.engine.send(f"/LabSaga/{held}/Run", _scenario(undo_fail=-1))
+    asyncio.run(_held(dashboard, held))
+    with _client(dashboard, dashboard.token(), headers={"origin": dashboard.url}) as client:
+
+        def keys(**query: str) -> list[str]:
+            answer = client.get("/api/sagas", params={"key": held, **query})
+            assert answer.status_code == 200, answer.text
+            return [s["key"] for s in answer.json()]
+
+        assert keys() == [held]
+        assert keys(status="needs a person") == [held]
+        assert keys(status="completed") == []
+        assert keys(system="lab") == [held]
+        assert keys(system="travel") == []
+        assert keys(since="5") == [held]
+        assert keys(key="no-such-key") == []
+        (row,) = client.get("/api/sagas", params={"key": held}).json()
+        assert (row["system"], row["service"], row["status"]) == ("lab", "LabSaga", "needs a person")
+        letters = client.get("/dead-letters")
+        assert letters.status_code == 200
+        assert held in letters.text
+        resolve = {"service": "LabSaga", "key": held, "saga": "lab", "step": "b", "action": "resolve"}
+        done = client.post("/api/dead-letters/act", json={**resolve, "note": "undone by hand"})
+        assert done.status_code == 200, done.text
+        assert_eventually(lambda: keys(status="compensated") == [held], timeout=30)
+        assert keys(status="needs a person") == []
+
+
 def _client(dashboard: DashboardEnv, cookie: str, **options: Any) -> httpx.Client:
     return httpx.Client(base_url=dashboard.url, timeout=10, cookies={"podium_dashboard": cookie}, **options)
 
@@ -247,7 +279,7 @@ def test_actions_with_bad_input_get_a_clear_4xx(dashboard: DashboardEnv) -> None
         body = {"service": "LabSaga", "key": "nope", "saga": "lab", "step": "b", "action": "resolve"}
         answer = client.post("/api/dead-letters/act", json=body)
         assert answer.status_code == 400
-        assert "note: required to resolve" in answer.json()["message"]
+        assert answer.json()["message"].startswith("invalid request: note: required to resolve a dead letter")
         answer = client.post("/api/dead-letters/act", json={**body, "action": "retry"})
         assert answer.status_code == 404
         answer = client.post("/api/approvals/decide", json={"service": "S", "key": "k", "promise": "p"})

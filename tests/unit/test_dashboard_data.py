@@ -5,7 +5,17 @@ from __future__ import annotations
 import datetime as dt
 
 from podium import DeadLetter, SagaLog, SagaStatus, StepRecord, StepStatus
-from podium.dashboard._data import NEEDS_A_PERSON, Saga, _bars, sql_text, stats
+from podium.dashboard._data import (
+    NEEDS_A_PERSON,
+    MinuteRow,
+    Saga,
+    SagaFilter,
+    ServiceInfo,
+    _bars,
+    _condition,
+    sql_text,
+    stats,
+)
 
 T0 = dt.datetime(2026, 12, 5, 9, 0, tzinfo=dt.UTC)
 
@@ -82,29 +92,38 @@ def test_a_running_step_and_a_held_compensation_run_until_now() -> None:
     assert (running.outcome, running.end, running.open) == ("running", at(500), True)
 
 
-def test_stats_count_each_minute_per_system() -> None:
+def test_stats_place_the_engines_counts_in_a_window_of_minutes_per_system() -> None:
     now = T0 + dt.timedelta(minutes=14, seconds=30)
 
-    def ended(system: str, minute: int, seconds: float, status: SagaStatus) -> Saga:
-        saga = Saga(system, "S", f"k{minute}{seconds}", log(status))
-        saga.ended = T0 + dt.timedelta(minutes=minute, seconds=10)
-        saga.started = saga.ended - dt.timedelta(seconds=seconds)
-        return saga
+    def minute(system: str, index: int, ended: int, compensated: int, p99: float) -> MinuteRow:
+        return MinuteRow(system, T0 + dt.timedelta(minutes=index), ended, compensated, p99)
 
-    sagas = [
-        ended("travel", 14, 0.2, SagaStatus.COMPLETED),
-        ended("travel", 14, 0.4, SagaStatus.COMPENSATED),
-        ended("travel", 3, 1.0, SagaStatus.COMPLETED),
-        ended("travel", -5, 1.0, SagaStatus.COMPLETED),  # before the window: left out
-        Saga("banking", "S", "running", log(SagaStatus.RUNNING)),
+    rows = [
+        minute("travel", 14, 2, 1, 0.4),
+        minute("travel", 3, 1, 0, 1.0),
+        minute("travel", -5, 1, 0, 1.0),  # before the window: left out
     ]
-    banking, travel = stats(sagas, minutes=15, now=now)
+    banking, travel = stats(rows, {"banking": 1}, minutes=15, now=now)
     assert (banking.system, banking.running, sum(m.ended for m in banking.minutes)) == ("banking", 1, 0)
+    assert travel.running == 0
     assert [m.ended for m in travel.minutes].count(0) == 13
     last = travel.minutes[-1]
-    assert (last.at, last.ended, last.compensated) == (T0 + dt.timedelta(minutes=14), 2, 1)
-    assert last.percentile(0.99) == 0.4
+    assert (last.at, last.ended, last.compensated, last.p99) == (T0 + dt.timedelta(minutes=14), 2, 1, 0.4)
     assert travel.minutes[3].ended == 1
+    assert travel.minutes[0].p99 is None
+
+
+def test_the_list_filter_quotes_what_a_person_typed() -> None:
+    services = {"Trips": ServiceInfo("Trips", "travel", "Run")}
+    where = SagaFilter(
+        system="trav'el", status="needs a person", key="o'1", since_minutes=5, dead_letters=True
+    )
+    sql = _condition(where, services)
+    assert "= 'trav''el'" in sql
+    assert "strpos(s.service_key, 'o''1') > 0" in sql
+    assert "INTERVAL '5 minutes'" in sql
+    assert "WHEN 'Trips' THEN 'travel'" in sql
+    assert _condition(SagaFilter(), services) == "(true)"
 
 
 def test_a_dead_letter_retried_later_ends_its_bar_then() -> None:

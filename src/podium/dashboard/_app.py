@@ -38,15 +38,16 @@ from starlette.staticfiles import StaticFiles
 
 from podium._human import Decision
 from podium._saga import DeadLetterAction
+from podium._services import describe_validation_error
 from podium.dashboard._data import (
     STATUSES,
     Approval,
     EngineData,
     EngineError,
     Saga,
+    SagaFilter,
     SystemStats,
     Timeline,
-    stats,
 )
 from podium.gateway._tokens import Claims, TokenError, TokenVerifier, grants
 
@@ -54,7 +55,6 @@ SCOPE = "dashboard:operator"
 """The scope a token needs to open the dashboard and act from it."""
 COOKIE = "podium_dashboard"
 HEALTH_PATH = "/health"
-PAGE_SIZE = 200
 PAGE_HEADERS = {
     "cache-control": "no-store",
     # Scripts and styles come from the dashboard's own files only: nothing inline, nothing fetched.
@@ -179,21 +179,18 @@ def _same_origin(request: Request) -> bool:
     return origin is not None and origin == f"{request.url.scheme}://{request.url.netloc}"
 
 
-def _filtered(sagas: list[Saga], request: Request) -> tuple[list[Saga], dict[str, str]]:
+def _filter(request: Request) -> tuple[SagaFilter, dict[str, str]]:
+    """The list's filters from the query string, and the values to show back in the form."""
     wanted = {
         name: request.query_params.get(name, "").strip() for name in ("system", "status", "since", "key")
     }
-    chosen = sagas
-    if wanted["system"]:
-        chosen = [s for s in chosen if s.system == wanted["system"]]
-    if wanted["status"]:
-        chosen = [s for s in chosen if s.status == wanted["status"]]
-    if wanted["key"]:
-        chosen = [s for s in chosen if wanted["key"] in s.key]
-    if wanted["since"].isdigit():
-        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=int(wanted["since"]))
-        chosen = [s for s in chosen if s.started is None or s.started >= cutoff]
-    return chosen, wanted
+    where = SagaFilter(
+        system=wanted["system"] or None,
+        status=wanted["status"] or None,
+        key=wanted["key"] or None,
+        since_minutes=int(wanted["since"]) if wanted["since"].isdigit() else None,
+    )
+    return where, wanted
 
 
 def _problem(status: int, message: str) -> JSONResponse:
@@ -267,16 +264,15 @@ def create_app(config: DashboardConfig) -> Starlette:
         return response
 
     async def sagas_page(request: Request, claims: Claims) -> Response:
-        sagas = await data.sagas()
-        chosen, wanted = _filtered(sagas, request)
-        systems = sorted({s.system for s in sagas})
+        where, wanted = _filter(request)
+        found = await data.sagas(where)
         return page(
             request,
             "sagas.html",
-            sagas=chosen[:PAGE_SIZE],
-            total=len(chosen),
-            all_count=len(sagas),
-            systems=systems,
+            sagas=found.sagas,
+            total=found.matching,
+            all_count=found.total,
+            systems=found.systems,
             statuses=STATUSES,
             wanted=wanted,
             who=claims.subject,
@@ -293,19 +289,19 @@ def create_app(config: DashboardConfig) -> Starlette:
         )
 
     async def dead_letters_page(request: Request, claims: Claims) -> Response:
-        sagas = [s for s in await data.sagas() if s.log.dead_letters]
-        return page(request, "dead_letters.html", sagas=sagas, who=claims.subject)
+        found = await data.sagas(SagaFilter(dead_letters=True))
+        return page(request, "dead_letters.html", sagas=found.sagas, total=found.matching, who=claims.subject)
 
     async def approvals_page(request: Request, claims: Claims) -> Response:
         return page(request, "approvals.html", approvals=await data.approvals(), who=claims.subject)
 
     async def systems_page(request: Request, claims: Claims) -> Response:
-        charts = [_system_chart(entry) for entry in stats(await data.sagas())]
+        charts = [_system_chart(entry) for entry in await data.stats()]
         return page(request, "systems.html", systems=charts, who=claims.subject)
 
     async def api_sagas(request: Request, claims: Claims) -> Response:
-        chosen, _ = _filtered(await data.sagas(), request)
-        return JSONResponse([_saga_json(s) for s in chosen[:PAGE_SIZE]])
+        where, _ = _filter(request)
+        return JSONResponse([_saga_json(s) for s in (await data.sagas(where)).sagas])
 
     async def api_saga(request: Request, claims: Claims) -> Response:
         params = request.path_params
@@ -328,7 +324,7 @@ def create_app(config: DashboardConfig) -> Starlette:
         try:
             action = DeadLetterAction.model_validate({**body, "by": claims.subject})
         except ValidationError as exc:
-            return _problem(400, _validation_message(exc))
+            return _problem(400, describe_validation_error(exc, show_input=False))
         saga = await data.saga(body["service"], body["key"], body["saga"])
         if saga is None:
             return _problem(404, f"no saga {body['saga']} at {body['service']}/{body['key']}")
@@ -425,15 +421,6 @@ async def _json_body(request: Request) -> dict[str, Any] | Response:
     if not isinstance(body, dict):
         return _problem(400, "body: must be a JSON object")
     return body
-
-
-def _validation_message(error: ValidationError) -> str:
-    problems = []
-    for item in error.errors():
-        message = item["msg"].removeprefix("Value error, ")
-        where = ".".join(str(p) for p in item["loc"])
-        problems.append(f"{where}: {message}" if where else message)
-    return "; ".join(problems)
 
 
 def _saga_json(saga: Saga) -> dict[str, Any]:
@@ -542,7 +529,7 @@ def _system_chart(entry: SystemStats, *, width: float = 300.0, height: float = 8
     series = []
     for title, kind, values, fmt in (
         ("sagas ended per minute", "rate", [float(m.ended) for m in minutes], lambda v: f"{v:.0f}"),
-        ("p99 duration", "latency", [m.percentile(0.99) or 0.0 for m in minutes], _fmt_seconds),
+        ("p99 duration", "latency", [m.p99 or 0.0 for m in minutes], _fmt_seconds),
         (
             "compensated or failed",
             "compensation",

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import json
 import re
 import time
@@ -31,6 +30,8 @@ from podium._services import SYSTEM_METADATA
 
 NEEDS_A_PERSON = "needs a person"
 """The status shown for a saga a person must act on: a held dead letter, or one that gave up."""
+PAGE_SIZE = 200
+"""The most sagas one page of the list shows (the newest)."""
 STATUSES = ("running", "compensating", "completed", "compensated", "failed", NEEDS_A_PERSON)
 _INVOCATION_ID = re.compile(r"^inv_[0-9A-Za-z]+$")
 
@@ -68,16 +69,13 @@ def _wake_up(row: dict[str, Any]) -> dt.datetime | None:
 
 def parse_time(text: str | None) -> dt.datetime | None:
     """An engine timestamp (RFC 3339) as an aware datetime."""
-    if not text:
-        return None
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return dt.datetime.fromisoformat(text) if text else None
 
 
 @dataclass(frozen=True)
 class Decider:
     """A workflow's approval and the handlers that decide it."""
 
-    service: str
     promise: str
     approve: str | None
     reject: str | None
@@ -89,7 +87,6 @@ class ServiceInfo:
 
     name: str
     system: str
-    kind: str
     run_handler: str | None
     """The workflow's run handler (workflows only)."""
     approvals: tuple[Decider, ...] = ()
@@ -125,7 +122,7 @@ class Saga:
     @property
     def status(self) -> str:
         """Where it is, in the words of the list (``needs a person`` when someone must act)."""
-        if self.open_letters or self.log.status in (SagaStatus.NEEDS_ATTENTION,):
+        if self.open_letters or self.log.status == SagaStatus.NEEDS_ATTENTION:
             return NEEDS_A_PERSON
         return self.log.status.value
 
@@ -136,8 +133,8 @@ class Saga:
             running = [s.name for s in self.log.steps if s.status == StepStatus.REGISTERED]
             return running[-1] if running else None
         if self.log.status == SagaStatus.COMPENSATING:
-            for letter in self.open_letters:
-                return f"undo {letter.step} (held)"
+            if self.open_letters:
+                return f"undo {self.open_letters[0].step} (held)"
             undone = (StepStatus.COMPENSATED, StepStatus.RESOLVED, StepStatus.DEAD_LETTER)
             pending = [s.name for s in self.log.steps if s.has_compensation and s.status not in undone]
             return f"undo {pending[-1]}" if pending else None
@@ -200,14 +197,19 @@ class Minute:
     at: dt.datetime
     ended: int = 0
     compensated: int = 0
-    durations: list[float] = field(default_factory=list)
+    p99: float | None = None
+    """Seconds within which 99% of the sagas that ended in this minute ran (the engine's estimate)."""
 
-    def percentile(self, q: float) -> float | None:
-        """Duration percentile ``q`` (0-1) of the sagas that ended in this minute."""
-        if not self.durations:
-            return None
-        ordered = sorted(self.durations)
-        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+@dataclass(frozen=True)
+class MinuteRow:
+    """The engine's count of one system's sagas that ended in one minute."""
+
+    system: str
+    at: dt.datetime
+    ended: int
+    compensated: int
+    p99: float | None
 
 
 @dataclass
@@ -217,6 +219,112 @@ class SystemStats:
     system: str
     running: int
     minutes: list[Minute]
+
+
+@dataclass(frozen=True)
+class SagaFilter:
+    """Which sagas the list shows; every field left empty matches all."""
+
+    system: str | None = None
+    status: str | None = None
+    key: str | None = None
+    """A part of the saga's key."""
+    since_minutes: int | None = None
+    """Started within this many minutes."""
+    dead_letters: bool = False
+    """Only sagas with dead letters (held or not)."""
+
+
+@dataclass
+class SagaPage:
+    """One page of the saga list."""
+
+    sagas: list[Saga]
+    """The newest sagas that match, newest first."""
+    matching: int
+    total: int
+    """Every saga the engine holds."""
+    systems: list[str]
+    """Every system with sagas."""
+
+
+_LOGS = (
+    "WITH logs AS (SELECT service_name, service_key, key, value_utf8, "
+    "json_get_str(value_utf8, 'name') AS name, "
+    "json_get_str(value_utf8, 'invocationId') AS invocation_id, "
+    "json_get_str(value_utf8, 'status') AS log_status, "
+    'regexp_like(value_utf8, \'"awakeableId":\\s*"\') AS held, '
+    "json_length(json_get(value_utf8, 'deadLetters')) AS letters "
+    f"FROM state WHERE key LIKE {sql_text(STATE_PREFIX + '%')})"
+)
+"""Every saga log with the fields the list filters on. (Kept apart from the join below: DataFusion's
+optimizer fails on JSON functions in a filter over that join.)"""
+
+
+def _sagas_sql(columns: str, rest: str = "") -> str:
+    """``SELECT columns`` over every saga log (``s``) joined to its invocation (``i``), then ``rest``."""
+    return (
+        f"{_LOGS} SELECT {columns} FROM logs s LEFT JOIN sys_invocation i ON i.id = s.invocation_id "
+        f"WHERE s.name IS NOT NULL {rest}"
+    )
+
+
+_STATUS = (
+    f"CASE WHEN s.held OR s.log_status = {sql_text(SagaStatus.NEEDS_ATTENTION.value)} "
+    f"THEN {sql_text(NEEDS_A_PERSON)} ELSE s.log_status END"
+)
+"""The list's status of a saga in SQL: what :attr:`Saga.status` computes from the log."""
+_SAGA_COLUMNS = (
+    "s.service_name, s.service_key, s.value_utf8, i.status AS invocation_status, i.created_at, i.completed_at"
+)
+
+
+def _system(services: dict[str, ServiceInfo], service: str) -> str:
+    info = services.get(service)
+    return info.system if info else "-"
+
+
+def _system_sql(services: dict[str, ServiceInfo]) -> str:
+    """The system of ``s.service_name`` in SQL, from the services' metadata."""
+    if not services:
+        return "'-'"
+    cases = " ".join(f"WHEN {sql_text(n)} THEN {sql_text(i.system)}" for n, i in sorted(services.items()))
+    return f"CASE s.service_name {cases} ELSE '-' END"
+
+
+def _condition(where: SagaFilter, services: dict[str, ServiceInfo]) -> str:
+    """``where`` in SQL over :func:`_sagas_sql`."""
+    parts = ["true"]
+    if where.system:
+        parts.append(f"{_system_sql(services)} = {sql_text(where.system)}")
+    if where.status:
+        parts.append(f"{_STATUS} = {sql_text(where.status)}")
+    if where.key:
+        parts.append(f"strpos(s.service_key, {sql_text(where.key)}) > 0")
+    if where.since_minutes is not None:
+        parts.append(
+            f"(i.created_at IS NULL OR i.created_at >= now() - INTERVAL '{int(where.since_minutes)} minutes')"
+        )
+    if where.dead_letters:
+        parts.append("s.letters > 0")
+    return "(" + " AND ".join(parts) + ")"
+
+
+def _saga(row: dict[str, Any], services: dict[str, ServiceInfo]) -> Saga | None:
+    """A row of :func:`_sagas_sql` as a saga (None when the state entry is not a saga log after all)."""
+    try:
+        log = SagaLog.model_validate_json(row["value_utf8"])
+    except ValueError:
+        return None
+    return Saga(
+        system=_system(services, row["service_name"]),
+        service=row["service_name"],
+        key=row["service_key"],
+        log=log,
+        invocation_status=row.get("invocation_status"),
+        started=parse_time(row.get("created_at")),
+        ended=parse_time(row.get("completed_at")),
+    )
 
 
 class EngineData:
@@ -273,10 +381,9 @@ class EngineData:
             found[service["name"]] = ServiceInfo(
                 name=service["name"],
                 system=(service.get("metadata") or {}).get(SYSTEM_METADATA, "-"),
-                kind=service.get("ty", ""),
                 run_handler=run,
                 approvals=tuple(
-                    Decider(service["name"], promise, names.get("approve"), names.get("reject"))
+                    Decider(promise, names.get("approve"), names.get("reject"))
                     for promise, names in sorted(deciders.items())
                 ),
             )
@@ -285,64 +392,74 @@ class EngineData:
 
     # -- sagas ---------------------------------------------------------------------------------------
 
-    async def sagas(self) -> list[Saga]:
-        """Every saga whose log the engine holds, newest first."""
-        rows = await self.query(
-            "SELECT service_name, service_key, value_utf8 FROM state "
-            f"WHERE key LIKE {sql_text(STATE_PREFIX + '%')}"
-        )
-        services = await self.services()
-        sagas = []
-        for row in rows:
-            try:
-                log = SagaLog.model_validate_json(row["value_utf8"])
-            except ValueError:
-                continue  # not a saga log after all (a user's key with the same prefix)
-            info = services.get(row["service_name"])
-            sagas.append(
-                Saga(
-                    system=info.system if info else "-",
-                    service=row["service_name"],
-                    key=row["service_key"],
-                    log=log,
-                )
-            )
-        await self._add_invocations(sagas)
-        epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
-        sagas.sort(key=lambda s: (s.started or epoch, s.service, s.key), reverse=True)
-        return sagas
+    async def sagas(self, where: SagaFilter | None = None, *, limit: int = PAGE_SIZE) -> SagaPage:
+        """The newest ``limit`` sagas that match ``where``, and how many match and exist.
 
-    async def _add_invocations(self, sagas: Sequence[Saga]) -> None:
-        by_id = {s.log.invocation_id: s for s in sagas if s.log.invocation_id}
-        ids = [i for i in by_id if _INVOCATION_ID.match(i)]
-        for start in range(0, len(ids), 500):
-            chunk = ", ".join(sql_text(i) for i in ids[start : start + 500])
-            for row in await self.query(
-                f"SELECT id, status, created_at, completed_at FROM sys_invocation WHERE id IN ({chunk})"
-            ):
-                saga = by_id[row["id"]]
-                saga.invocation_status = row.get("status")
-                saga.started = parse_time(row.get("created_at"))
-                saga.ended = parse_time(row.get("completed_at"))
+        The engine filters, orders and pages (a join of saga logs to their invocations), so only the
+        page's logs leave it: the cost grows with the page, not with the number of sagas held.
+        """
+        where = where or SagaFilter()
+        services = await self.services()
+        condition = _condition(where, services)
+        counts = await self.query(
+            _sagas_sql(
+                f"s.service_name, count(*) AS n, sum(CASE WHEN {condition} THEN 1 ELSE 0 END) AS matching",
+                "GROUP BY s.service_name",
+            )
+        )
+        rows = await self.query(
+            _sagas_sql(
+                _SAGA_COLUMNS,
+                f"AND {condition} ORDER BY i.created_at DESC NULLS LAST, s.service_name DESC, "
+                f"s.service_key DESC, s.key DESC LIMIT {int(limit)}",
+            )
+        )
+        return SagaPage(
+            sagas=[saga for row in rows if (saga := _saga(row, services)) is not None],
+            matching=sum(int(r.get("matching") or 0) for r in counts),
+            total=sum(int(r["n"]) for r in counts),
+            systems=sorted({_system(services, r["service_name"]) for r in counts}),
+        )
 
     async def saga(self, service: str, key: str, name: str) -> Saga | None:
         """One saga, or None when the engine holds no such log."""
         rows = await self.query(
-            "SELECT value_utf8 FROM state "
-            f"WHERE service_name = {sql_text(service)} AND service_key = {sql_text(key)} "
-            f"AND key = {sql_text(STATE_PREFIX + name)}"
+            _sagas_sql(
+                _SAGA_COLUMNS,
+                f"AND s.service_name = {sql_text(service)} AND s.service_key = {sql_text(key)} "
+                f"AND s.key = {sql_text(STATE_PREFIX + name)}",
+            )
         )
-        if not rows:
-            return None
-        info = (await self.services()).get(service)
-        saga = Saga(
-            system=info.system if info else "-",
-            service=service,
-            key=key,
-            log=SagaLog.model_validate_json(rows[0]["value_utf8"]),
+        return _saga(rows[0], await self.services()) if rows else None
+
+    async def stats(self, *, minutes: int = 15) -> list[SystemStats]:
+        """Per system, minute by minute: sagas ended, compensated or failed, p99 duration; and running."""
+        services = await self.services()
+        system = _system_sql(services)
+        ended = await self.query(
+            _sagas_sql(
+                f"{system} AS system, date_trunc('minute', i.completed_at) AS minute, count(*) AS ended, "
+                "sum(CASE WHEN s.log_status IN ('compensated', 'failed') THEN 1 ELSE 0 END) AS compensated, "
+                "approx_percentile_cont(date_part('epoch', i.completed_at) "
+                "- date_part('epoch', i.created_at), 0.99) AS p99",
+                f"AND i.completed_at >= now() - INTERVAL '{int(minutes)} minutes' GROUP BY 1, 2",
+            )
         )
-        await self._add_invocations([saga])
-        return saga
+        running = await self.query(
+            _sagas_sql(
+                f"{system} AS system, count(*) AS n",
+                "AND s.log_status IN ('running', 'compensating') GROUP BY 1",
+            )
+        )
+        return stats(
+            [
+                MinuteRow(r["system"], at, int(r["ended"]), int(r.get("compensated") or 0), r.get("p99"))
+                for r in ended
+                if (at := parse_time(r.get("minute"))) is not None
+            ],
+            {r["system"]: int(r["n"]) for r in running},
+            minutes=minutes,
+        )
 
     async def timeline(self, saga: Saga) -> Timeline:
         """When each step and compensation ran, from the journal of the saga's invocation."""
@@ -442,20 +559,17 @@ class EngineData:
     # -- what changed ----------------------------------------------------------------------------------
 
     async def fingerprint(self) -> str:
-        """A digest that changes whenever a saga log or an invocation's status changes."""
+        """A digest that changes whenever a saga log or an invocation's status changes (one row each)."""
         logs = await self.query(
-            "SELECT service_name, service_key, key, md5(value) AS digest FROM state "
-            f"WHERE key LIKE {sql_text(STATE_PREFIX + '%')}"
+            "SELECT count(*) AS n, md5(string_agg(md5(s.value), ',' "
+            "ORDER BY s.service_name, s.service_key, s.key)) AS digest "
+            f"FROM state s WHERE s.key LIKE {sql_text(STATE_PREFIX + '%')}"
         )
         invocations = await self.query(
             "SELECT count(*) AS n, max(modified_at) AS latest, "
             "sum(CASE WHEN status = 'completed' THEN 0 ELSE 1 END) AS busy FROM sys_invocation"
         )
-        digest = hashlib.sha256()
-        for row in sorted(logs, key=lambda r: (r["service_name"], r["service_key"], r["key"])):
-            digest.update(json.dumps(row, sort_keys=True).encode())
-        digest.update(json.dumps(invocations, sort_keys=True, default=str).encode())
-        return digest.hexdigest()
+        return json.dumps([logs, invocations], sort_keys=True, default=str)
 
 
 def _bars(
@@ -515,28 +629,26 @@ def _running(step: StepRecord) -> str:
     return "running" if step.status == StepStatus.REGISTERED else step.status.value
 
 
-def stats(sagas: Iterable[Saga], *, minutes: int = 15, now: dt.datetime | None = None) -> list[SystemStats]:
-    """Per system: sagas ended, compensated and their durations, minute by minute, and those running."""
+def stats(
+    rows: Iterable[MinuteRow], running: dict[str, int], *, minutes: int = 15, now: dt.datetime | None = None
+) -> list[SystemStats]:
+    """Per system, the last ``minutes`` minutes (empty ones included), from the engine's counts."""
     now = now or dt.datetime.now(dt.UTC)
     first = now.replace(second=0, microsecond=0) - dt.timedelta(minutes=minutes - 1)
     by_system: dict[str, SystemStats] = {}
-    for saga in sagas:
-        entry = by_system.get(saga.system)
-        if entry is None:
-            entry = SystemStats(
-                saga.system, 0, [Minute(first + dt.timedelta(minutes=i)) for i in range(minutes)]
+
+    def entry(system: str) -> SystemStats:
+        if system not in by_system:
+            by_system[system] = SystemStats(
+                system, 0, [Minute(first + dt.timedelta(minutes=i)) for i in range(minutes)]
             )
-            by_system[saga.system] = entry
-        if saga.ended is None:
-            entry.running += 1
-            continue
-        index = int((saga.ended - first).total_seconds() // 60)
-        if not 0 <= index < minutes:
-            continue
-        minute = entry.minutes[index]
-        minute.ended += 1
-        if saga.log.status in (SagaStatus.COMPENSATED, SagaStatus.FAILED):
-            minute.compensated += 1
-        if saga.duration is not None:
-            minute.durations.append(saga.duration)
+        return by_system[system]
+
+    for system, count in running.items():
+        entry(system).running = count
+    for row in rows:
+        index = int((row.at - first).total_seconds() // 60)
+        if 0 <= index < minutes:
+            minute = entry(row.system).minutes[index]
+            minute.ended, minute.compensated, minute.p99 = row.ended, row.compensated, row.p99
     return [by_system[name] for name in sorted(by_system)]
